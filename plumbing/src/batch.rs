@@ -1,0 +1,135 @@
+//! Batching out of diodes: a batch is sent when it is full, or `linger`
+//! after its first item arrived, whichever comes first. Under load batches
+//! fill at once; at a trickle an item waits at most `linger`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::diode::{Diode, PerCore};
+
+/// Something a batcher can drain.
+pub trait Source<T>: Send + Sync {
+    /// Moves up to `max` items into `out`.
+    fn drain_into(&self, out: &mut Vec<T>, max: usize) -> usize;
+    /// Resolves after the next push (or at once if one is pending).
+    fn ready(&self) -> impl Future<Output = ()> + Send;
+}
+
+impl<T: Send> Source<T> for Diode<T> {
+    fn drain_into(&self, out: &mut Vec<T>, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            match self.pop() {
+                Some(item) => {
+                    out.push(item);
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        n
+    }
+
+    fn ready(&self) -> impl Future<Output = ()> + Send {
+        Diode::ready(self)
+    }
+}
+
+impl<T: Send> Source<T> for PerCore<T> {
+    fn drain_into(&self, out: &mut Vec<T>, max: usize) -> usize {
+        PerCore::drain_into(self, out, max)
+    }
+
+    fn ready(&self) -> impl Future<Output = ()> + Send {
+        PerCore::ready(self)
+    }
+}
+
+/// How batches are cut.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchPolicy {
+    pub max_items: usize,
+    pub linger: Duration,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        BatchPolicy {
+            max_items: 256,
+            linger: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Waits for the next batch from `source`: at least one item, at most
+/// `policy.max_items`, returned when full or `policy.linger` after the
+/// first item.
+pub async fn next_batch<T, S: Source<T> + ?Sized>(source: &S, policy: BatchPolicy) -> Vec<T> {
+    let mut batch = Vec::with_capacity(policy.max_items.min(1024));
+    loop {
+        if source.drain_into(&mut batch, policy.max_items) > 0 {
+            break;
+        }
+        source.ready().await;
+    }
+    if batch.len() >= policy.max_items || policy.linger.is_zero() {
+        return batch;
+    }
+    let deadline = tokio::time::Instant::now() + policy.linger;
+    loop {
+        tokio::select! {
+            _ = source.ready() => {
+                let room = policy.max_items - batch.len();
+                source.drain_into(&mut batch, room);
+                if batch.len() >= policy.max_items {
+                    return batch;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let room = policy.max_items - batch.len();
+                source.drain_into(&mut batch, room);
+                return batch;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test(start_paused = true)]
+    async fn flushes_when_full_without_waiting() {
+        let d = Diode::new(100);
+        for i in 0..10 {
+            d.push(i);
+        }
+        let policy = BatchPolicy {
+            max_items: 4,
+            linger: Duration::from_secs(3600),
+        };
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(next_batch(&d, policy).await, vec![0, 1, 2, 3]);
+        assert_eq!(next_batch(&d, policy).await, vec![4, 5, 6, 7]);
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partial_batch_waits_linger_and_collects_late_items() {
+        let d = Arc::new(Diode::new(100));
+        d.push(1);
+        let w = d.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            w.push(2);
+        });
+        let policy = BatchPolicy {
+            max_items: 10,
+            linger: Duration::from_millis(5),
+        };
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(next_batch(&*d, policy).await, vec![1, 2]);
+        assert_eq!(t0.elapsed(), Duration::from_millis(5));
+    }
+}

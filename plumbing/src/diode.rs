@@ -1,0 +1,225 @@
+//! Diodes: bounded lock-free buffers that never block their producer.
+//!
+//! Named after Loggregator's diodes: when a diode is full, a push drops the
+//! *oldest* item to make room, and the drop is counted. A slow reader thus
+//! loses its own oldest data and never slows whoever writes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_queue::ArrayQueue;
+use tokio::sync::Notify;
+
+/// A single lossy queue with a wake-up for one async reader.
+pub struct Diode<T> {
+    queue: ArrayQueue<T>,
+    dropped: AtomicU64,
+    ready: Notify,
+}
+
+impl<T> Diode<T> {
+    pub fn new(capacity: usize) -> Self {
+        Diode {
+            queue: ArrayQueue::new(capacity.max(1)),
+            dropped: AtomicU64::new(0),
+            ready: Notify::new(),
+        }
+    }
+
+    /// Adds `item`, dropping the oldest item if full. Returns `true` when
+    /// something was dropped (it is also counted in [`Diode::dropped`]).
+    pub fn push(&self, item: T) -> bool {
+        let dropped = self.queue.force_push(item).is_some();
+        if dropped {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ready.notify_one();
+        dropped
+    }
+
+    pub fn pop(&self) -> Option<T> {
+        self.queue.pop()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Items dropped so far because the diode was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until a push happened since the last wait (or now, if one is
+    /// pending). Check [`Diode::is_empty`] after waking: wake-ups coalesce.
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+}
+
+/// One diode per CPU core, drained by a single reader.
+///
+/// Producers push into the diode of the core they run on, so producers on
+/// different cores never touch the same cache lines; the reader sweeps all
+/// of them.
+pub struct PerCore<T> {
+    diodes: Box<[Diode<T>]>,
+    ready: Notify,
+    next: AtomicU64,
+}
+
+impl<T> PerCore<T> {
+    /// `cores` diodes of `capacity_per_core` each.
+    pub fn new(cores: usize, capacity_per_core: usize) -> Arc<Self> {
+        Arc::new(PerCore {
+            diodes: (0..cores.max(1))
+                .map(|_| Diode::new(capacity_per_core))
+                .collect(),
+            ready: Notify::new(),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// One diode per core of this machine.
+    pub fn for_this_machine(capacity_per_core: usize) -> Arc<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::new(cores, capacity_per_core)
+    }
+
+    pub fn cores(&self) -> usize {
+        self.diodes.len()
+    }
+
+    /// Pushes into the diode of core `core` (taken modulo the core count).
+    /// Returns `true` when the oldest item there was dropped.
+    pub fn push_to(&self, core: usize, item: T) -> bool {
+        let dropped = self.diodes[core % self.diodes.len()]
+            .queue
+            .force_push(item)
+            .is_some();
+        if dropped {
+            self.diodes[core % self.diodes.len()]
+                .dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.ready.notify_one();
+        dropped
+    }
+
+    /// Pushes into the diode of the core this thread runs on.
+    pub fn push(&self, item: T) -> bool {
+        self.push_to(current_cpu(), item)
+    }
+
+    /// Pops up to `max` items into `out`, sweeping the cores round-robin so
+    /// that no core's diode starves the others. Returns how many it took.
+    pub fn drain_into(&self, out: &mut Vec<T>, max: usize) -> usize {
+        let n = self.diodes.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) as usize;
+        let mut taken = 0;
+        let mut progress = true;
+        while taken < max && progress {
+            progress = false;
+            for i in 0..n {
+                if taken >= max {
+                    break;
+                }
+                if let Some(item) = self.diodes[(start + i) % n].queue.pop() {
+                    out.push(item);
+                    taken += 1;
+                    progress = true;
+                }
+            }
+        }
+        taken
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.diodes.iter().all(|d| d.queue.is_empty())
+    }
+
+    pub fn len(&self) -> usize {
+        self.diodes.iter().map(|d| d.queue.len()).sum()
+    }
+
+    /// Items dropped so far over all cores.
+    pub fn dropped(&self) -> u64 {
+        self.diodes
+            .iter()
+            .map(|d| d.dropped.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+}
+
+/// The CPU this thread runs on (0 where the OS cannot say).
+pub fn current_cpu() -> usize {
+    // SAFETY: sched_getcpu has no preconditions; it returns -1 on error.
+    let cpu = unsafe { libc::sched_getcpu() };
+    if cpu < 0 { 0 } else { cpu as usize }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_diode_drops_oldest_and_counts() {
+        let d = Diode::new(3);
+        for i in 0..5 {
+            d.push(i);
+        }
+        assert_eq!(d.dropped(), 2);
+        assert_eq!(
+            (d.pop(), d.pop(), d.pop(), d.pop()),
+            (Some(2), Some(3), Some(4), None)
+        );
+    }
+
+    #[test]
+    fn per_core_drains_every_core_fairly() {
+        let d = PerCore::new(3, 10);
+        for core in 0..3 {
+            for i in 0..4 {
+                d.push_to(core, core * 100 + i);
+            }
+        }
+        let mut out = Vec::new();
+        assert_eq!(d.drain_into(&mut out, 6), 6);
+        // Two from each core, in order within a core.
+        for core in 0..3 {
+            let mine: Vec<_> = out.iter().filter(|v| **v / 100 == core).collect();
+            assert_eq!(mine, vec![&(core * 100), &(core * 100 + 1)]);
+        }
+        assert_eq!(d.len(), 6);
+        assert_eq!(d.dropped(), 0);
+        for i in 0..20 {
+            d.push_to(0, i);
+        }
+        assert_eq!(d.dropped(), 12, "core 0 held 2, got 20 more, keeps 10");
+    }
+
+    #[tokio::test]
+    async fn reader_wakes_on_push_from_another_thread() {
+        let d = Arc::new(Diode::new(4));
+        let w = d.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                if let Some(v) = w.pop() {
+                    return v;
+                }
+                w.ready().await;
+            }
+        });
+        tokio::task::yield_now().await;
+        std::thread::spawn(move || d.push(7)).join().unwrap();
+        assert_eq!(reader.await.unwrap(), 7);
+    }
+}

@@ -1,0 +1,149 @@
+//! gRPC endpoints, servers and client channels with Spillway's defaults.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint, Server};
+
+use crate::tls::Tls;
+
+/// Largest gRPC message a Spillway server accepts unless told otherwise.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A `HOST:PORT` peer address, as given to `--router` and friends.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("`{s}` is not HOST:PORT ({why})");
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() {
+            return Err(bad("empty host"));
+        }
+        if host.contains(['/', ' ', '@', '?', '#'])
+            || (host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err())
+        {
+            return Err(bad("invalid host"));
+        }
+        let port = port.parse::<u16>().map_err(|_| bad("invalid port"))?;
+        if port == 0 {
+            return Err(bad("port 0"));
+        }
+        Ok(HostPort {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A lazily connecting channel to `peer`: it dials on first use and redials
+/// by itself after the connection breaks.
+pub fn channel(peer: &HostPort, tls: &Tls) -> Result<Channel, String> {
+    let uri = format!("{}://{peer}", tls.scheme());
+    let mut ep = Endpoint::from_shared(uri.clone())
+        .map_err(|e| format!("invalid peer address {uri}: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    if let Some(cfg) = tls.client_config() {
+        ep = ep
+            .tls_config(cfg)
+            .map_err(|e| format!("TLS client setup for {peer} failed: {e}"))?;
+    }
+    Ok(ep.connect_lazy())
+}
+
+/// A server builder with TLS (if configured) and keepalives.
+pub fn server(tls: &Tls) -> Result<Server, String> {
+    let mut b = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .max_concurrent_streams(Some(4096));
+    if let Some(cfg) = tls.server_config() {
+        b = b.tls_config(cfg).map_err(|e| {
+            format!("TLS server setup failed (check --tls-cert and --tls-key): {e}")
+        })?;
+    }
+    Ok(b)
+}
+
+/// Binds `addr`, with an error that names it.
+pub async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {flag} {addr}: {e}"))
+}
+
+/// Accepted connections of `listener`, for `serve_with_incoming`. Accept
+/// errors (such as running out of file descriptors) are logged and skipped
+/// instead of ending the server.
+pub fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
+    futures::stream::unfold(listener, |listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((Ok(stream), listener));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_parses_and_rejects() {
+        assert_eq!(
+            "localhost:8082".parse::<HostPort>().unwrap().to_string(),
+            "localhost:8082"
+        );
+        assert_eq!("[::1]:5".parse::<HostPort>().unwrap().host, "::1");
+        for bad in [
+            "localhost",
+            ":80",
+            "a:0",
+            "a:99999",
+            "a:b",
+            "http://x:1",
+            "a b:1",
+        ] {
+            let e = bad.parse::<HostPort>().unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Self metrics: what every Spillway binary counts about itself.
+//!
+//! The same numbers are served as Prometheus text on `/metrics` and emitted
+//! periodically as envelopes (source id `spillway-<binary>`), so they travel
+//! through Spillway like any app's metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use spillway_proto::v2::{self, Envelope};
+
+type Labels = Vec<(String, String)>;
+
+/// Where along the path an envelope was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// On the way in: before the stage accepted it into its buffers.
+    Ingress,
+    /// On the way out: in a buffer towards a consumer or the next stage.
+    Egress,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+/// The counters every binary keeps.
+pub struct SelfMetrics {
+    registry: Registry,
+    source_id: String,
+    /// Envelopes received.
+    pub ingress: Counter,
+    /// Envelopes sent on.
+    pub egress: Counter,
+    dropped: Family<Labels, Counter>,
+    /// Open subscriptions (router, RLP).
+    pub subscriptions: Gauge,
+    last: [AtomicU64; 4],
+}
+
+impl SelfMetrics {
+    /// `binary` is `collector`, `router` or `rlp`; the envelopes it emits
+    /// carry the source id `spillway-<binary>`.
+    pub fn new(binary: &str) -> Self {
+        let mut registry = Registry::with_prefix("spillway");
+        let ingress = Counter::default();
+        let egress = Counter::default();
+        let dropped = Family::<Labels, Counter>::default();
+        let subscriptions = Gauge::default();
+        registry.register("ingress", "Envelopes received", ingress.clone());
+        registry.register("egress", "Envelopes sent on", egress.clone());
+        registry.register(
+            "dropped",
+            "Envelopes dropped, by direction (ingress: refused on arrival; egress: lost in a buffer towards the next stage)",
+            dropped.clone(),
+        );
+        registry.register(
+            "subscriptions",
+            "Open egress subscriptions",
+            subscriptions.clone(),
+        );
+        SelfMetrics {
+            registry,
+            source_id: format!("spillway-{binary}"),
+            ingress,
+            egress,
+            dropped,
+            subscriptions,
+            last: Default::default(),
+        }
+    }
+
+    /// Registers a further metric (before the metrics are shared).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    pub fn source_id(&self) -> &str {
+        &self.source_id
+    }
+
+    /// Counts `n` envelopes dropped in `direction`.
+    pub fn dropped(&self, direction: Direction, n: u64) {
+        if n > 0 {
+            self.dropped_counter(direction).inc_by(n);
+        }
+    }
+
+    pub fn dropped_total(&self, direction: Direction) -> u64 {
+        self.dropped_counter(direction).get()
+    }
+
+    fn dropped_counter(&self, direction: Direction) -> Counter {
+        self.dropped
+            .get_or_create(&vec![(
+                "direction".to_owned(),
+                direction.as_str().to_owned(),
+            )])
+            .clone()
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// The current values as envelopes: a counter envelope each for
+    /// `ingress`, `egress` and `dropped` (tagged `direction`), with the delta
+    /// since the previous call and the running total, and a gauge envelope
+    /// for `subscriptions`.
+    pub fn envelopes(&self, instance_id: &str) -> Vec<Envelope> {
+        let counters = [
+            ("ingress", None, self.ingress.get()),
+            ("egress", None, self.egress.get()),
+            (
+                "dropped",
+                Some(Direction::Ingress),
+                self.dropped_total(Direction::Ingress),
+            ),
+            (
+                "dropped",
+                Some(Direction::Egress),
+                self.dropped_total(Direction::Egress),
+            ),
+        ];
+        let mut out = Vec::with_capacity(5);
+        for (i, (name, direction, total)) in counters.into_iter().enumerate() {
+            let before = self.last[i].swap(total, Ordering::Relaxed);
+            let mut e =
+                Envelope::counter(&self.source_id, name, total.saturating_sub(before), total);
+            e.instance_id = instance_id.to_owned();
+            if let Some(d) = direction {
+                e.tags.insert("direction".into(), d.as_str().into());
+            }
+            out.push(e);
+        }
+        let mut gauge = v2::Gauge::default();
+        gauge.metrics.insert(
+            "subscriptions".into(),
+            v2::GaugeValue {
+                unit: "count".into(),
+                value: self.subscriptions.get() as f64,
+            },
+        );
+        out.push(Envelope {
+            timestamp: spillway_proto::now_nanos(),
+            source_id: self.source_id.clone(),
+            instance_id: instance_id.to_owned(),
+            message: Some(v2::envelope::Message::Gauge(gauge)),
+            ..Default::default()
+        });
+        out
+    }
+
+    /// Every `interval`, hands [`SelfMetrics::envelopes`] to `sink`.
+    pub fn spawn_emitter(
+        self: &Arc<Self>,
+        instance_id: String,
+        interval: Duration,
+        sink: impl Fn(Vec<Envelope>) + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                sink(me.envelopes(&instance_id));
+            }
+        })
+    }
+}
+
+/// `/metrics` (Prometheus text) and `/health`.
+pub fn http_routes(metrics: Arc<SelfMetrics>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        StatusCode::OK,
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        )
+        .route("/health", get(|| async { "ok\n" }))
+}
+
+/// Serves `router` over HTTP/1 on `listener` until the process ends.
+pub fn spawn_http(
+    listener: tokio::net::TcpListener,
+    router: Router,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!("HTTP server stopped: {e}");
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_and_emits_deltas() {
+        let m = SelfMetrics::new("router");
+        m.ingress.inc_by(5);
+        m.dropped(Direction::Egress, 2);
+        let text = m.render();
+        assert!(text.contains("spillway_ingress_total 5"), "{text}");
+        assert!(
+            text.contains("spillway_dropped_total{direction=\"egress\"} 2"),
+            "{text}"
+        );
+
+        let first = m.envelopes("i0");
+        let ingress = &first[0];
+        assert_eq!(ingress.source_id, "spillway-router");
+        match &ingress.message {
+            Some(v2::envelope::Message::Counter(c)) => {
+                assert_eq!((c.name.as_str(), c.delta, c.total), ("ingress", 5, 5))
+            }
+            other => panic!("{other:?}"),
+        }
+        m.ingress.inc_by(3);
+        match &m.envelopes("i0")[0].message {
+            Some(v2::envelope::Message::Counter(c)) => assert_eq!((c.delta, c.total), (3, 8)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(first[3].tags["direction"], "egress");
+    }
+}

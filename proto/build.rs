@@ -1,0 +1,38 @@
+//! Compiles the Loggregator v2 `.proto` files with protox (a pure-Rust
+//! protobuf compiler, so no system `protoc` is needed), then generates prost
+//! messages, tonic services and pbjson serde impls (protobuf-JSON) from the
+//! resulting descriptor set.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "proto/loggregator/v2/envelope.proto",
+    "proto/loggregator/v2/ingress.proto",
+    "proto/loggregator/v2/egress.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for p in PROTOS {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptors = protox::compile(PROTOS, ["proto"])?;
+    let descriptor_path = out.join("loggregator_v2_descriptor.bin");
+    std::fs::write(
+        &descriptor_path,
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptor_path)
+        .skip_protoc_run()
+        .bytes(".loggregator.v2.Log.payload")
+        .compile_fds(descriptors)?;
+
+    pbjson_build::Builder::new()
+        .register_descriptors(&std::fs::read(&descriptor_path)?)?
+        .preserve_proto_field_names()
+        .emit_fields()
+        .build(&[".loggregator.v2"])?;
+    Ok(())
+}
