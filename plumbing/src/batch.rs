@@ -133,3 +133,42 @@ mod tests {
         assert_eq!(t0.elapsed(), Duration::from_millis(5));
     }
 }
+
+/// Largest encoded batch Spillway sends, well under the 4 MiB that gRPC
+/// receivers accept by default.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Cuts `items` into runs whose `size` adds up to at most `max_bytes` (an
+/// item larger than that travels alone).
+pub fn chunk_by_bytes<T>(
+    items: Vec<T>,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let n = size(&item);
+        if !current.is_empty() && bytes + n > max_bytes {
+            chunks.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += n;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    #[test]
+    fn chunks_respect_the_byte_limit() {
+        let chunks = super::chunk_by_bytes(vec![4, 4, 4, 9, 1, 1], 8, |n| *n);
+        assert_eq!(chunks, vec![vec![4, 4], vec![4], vec![9], vec![1, 1]]);
+        assert!(super::chunk_by_bytes(Vec::<usize>::new(), 8, |n| *n).is_empty());
+    }
+}

@@ -62,6 +62,12 @@ impl fmt::Display for HostPort {
 /// A lazily connecting channel to `peer`: it dials on first use and redials
 /// by itself after the connection breaks.
 pub fn channel(peer: &HostPort, tls: &Tls) -> Result<Channel, String> {
+    Ok(endpoint(peer, tls)?.connect_lazy())
+}
+
+/// The endpoint for `peer`, for callers that want to know when a connection
+/// is up (`Endpoint::connect`) rather than dial lazily.
+pub fn endpoint(peer: &HostPort, tls: &Tls) -> Result<Endpoint, String> {
     let uri = format!("{}://{peer}", tls.scheme());
     let mut ep = Endpoint::from_shared(uri.clone())
         .map_err(|e| format!("invalid peer address {uri}: {e}"))?
@@ -75,7 +81,7 @@ pub fn channel(peer: &HostPort, tls: &Tls) -> Result<Channel, String> {
             .tls_config(cfg)
             .map_err(|e| format!("TLS client setup for {peer} failed: {e}"))?;
     }
-    Ok(ep.connect_lazy())
+    Ok(ep)
 }
 
 /// A server builder with TLS (if configured) and keepalives.

@@ -162,6 +162,25 @@ impl v2::EgressBatchRequest {
             self.selectors.clone()
         }
     }
+
+    /// Checks the request as Loggregator does: at least one selector, and
+    /// every selector names an envelope type. The error is for an
+    /// `InvalidArgument` status.
+    pub fn validate(&self) -> Result<(), String> {
+        let selectors = self.effective_selectors();
+        if selectors.is_empty() {
+            return Err(
+                "the request has no selectors; a subscription without selectors receives nothing"
+                    .into(),
+            );
+        }
+        if let Some(i) = selectors.iter().position(|s| s.kind().is_none()) {
+            return Err(format!(
+                "selector {i} names no envelope type (log, counter, gauge, timer or event)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

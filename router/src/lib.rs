@@ -1,1 +1,126 @@
+//! `spillway-router`: receives envelopes from collectors (v2 Ingress) and
+//! routes them to subscribers (v2 Egress), both on one gRPC port.
+//!
+//! Data flow: [`ingress`](spillway_plumbing::ingress) decodes batches →
+//! [`pubsub::PubSub::publish`] matches [`selectors`] and shard groups → each
+//! subscription's diode → [`egress`] batches out to its consumer.
 
+pub mod egress;
+pub mod pubsub;
+pub mod selectors;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use spillway_plumbing::batch::BatchPolicy;
+use spillway_plumbing::grpc::{self, DEFAULT_MAX_MESSAGE_BYTES};
+use spillway_plumbing::ingress::IngressService;
+use spillway_plumbing::metrics::{self, SelfMetrics};
+use spillway_plumbing::parse_duration;
+use spillway_plumbing::tls::TlsArgs;
+
+use crate::egress::EgressService;
+use crate::pubsub::PubSub;
+
+/// Receives envelopes from collectors and routes them to subscribers.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "spillway-router", version)]
+pub struct Flags {
+    /// TOML file with any of these flags as keys (`addr = "0.0.0.0:8082"`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// gRPC address for v2 Ingress (from collectors) and v2 Egress (to RLPs).
+    #[arg(long, default_value = "0.0.0.0:8082")]
+    pub addr: SocketAddr,
+    /// HTTP address for `/metrics` (Prometheus text) and `/health`.
+    #[arg(long, default_value = "0.0.0.0:14825")]
+    pub metrics_addr: SocketAddr,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Largest gRPC message accepted; larger ones are refused with an error.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+    /// Envelopes buffered per subscription; a slow consumer loses its oldest.
+    #[arg(long, default_value_t = 10_000)]
+    pub subscription_buffer: usize,
+    /// Most envelopes in one batch to a consumer.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Longest an envelope waits for its batch to fill (e.g. 5ms).
+    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    pub batch_interval: Duration,
+    /// How often the router emits its own metrics as envelopes.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub metrics_interval: Duration,
+    /// Instance id of the router's own metric envelopes (default: hostname).
+    #[arg(long)]
+    pub instance_id: Option<String>,
+}
+
+/// Starts the router. Errors here are bad input (files, addresses) and
+/// should end the process with status 2.
+pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> {
+    let tls = flags.tls.load()?;
+    let metrics = Arc::new(SelfMetrics::new("router"));
+    let pubsub = PubSub::new(flags.subscription_buffer, metrics.clone());
+    let policy = BatchPolicy {
+        max_items: flags.batch_size.max(1),
+        linger: flags.batch_interval,
+    };
+
+    let ingress = {
+        let pubsub = pubsub.clone();
+        Arc::new(move |mut batch: Vec<spillway_proto::v2::Envelope>| {
+            for e in &mut batch {
+                e.fill_source_id_from_origin();
+            }
+            pubsub.publish(batch)
+        })
+    };
+    let grpc_listener = grpc::bind("--addr", flags.addr).await?;
+    let http_listener = grpc::bind("--metrics-addr", flags.metrics_addr).await?;
+    let server = grpc::server(&tls)?
+        .add_service(IngressService::server(
+            ingress,
+            metrics.clone(),
+            flags.max_message_bytes,
+        ))
+        .add_service(EgressService::server(
+            pubsub.clone(),
+            policy,
+            metrics.clone(),
+        ));
+
+    metrics::spawn_http(http_listener, metrics::http_routes(metrics.clone()));
+    let instance = flags
+        .instance_id
+        .clone()
+        .unwrap_or_else(spillway_plumbing::hostname);
+    {
+        let pubsub = pubsub.clone();
+        metrics.spawn_emitter(instance, flags.metrics_interval, move |envelopes| {
+            pubsub.publish(envelopes)
+        });
+    }
+    tracing::info!(
+        "spillway-router serving gRPC on {} ({}), metrics on http://{}",
+        flags.addr,
+        if tls.is_plaintext() {
+            "PLAINTEXT"
+        } else {
+            "mutual TLS"
+        },
+        flags.metrics_addr
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = server
+            .serve_with_incoming(grpc::incoming(grpc_listener))
+            .await
+        {
+            tracing::error!("gRPC server stopped: {e}");
+        }
+    }))
+}
