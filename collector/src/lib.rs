@@ -1,1 +1,149 @@
+//! `spillway-collector`: the node agent.
+//!
+//! Data flow: apps send envelopes to the v2 Ingress API
+//! ([`spillway_plumbing::ingress`]) → [`enrich`] (source id fallback,
+//! counter totals, `host` tag) → the per-core diodes → [`shipper`] batches
+//! them to the routers over gRPC BatchSender streams.
 
+pub mod enrich;
+pub mod shipper;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use spillway_plumbing::batch::BatchPolicy;
+use spillway_plumbing::diode::PerCore;
+use spillway_plumbing::grpc::{self, DEFAULT_MAX_MESSAGE_BYTES, HostPort};
+use spillway_plumbing::ingress::IngressService;
+use spillway_plumbing::metrics::{self, Direction, SelfMetrics};
+use spillway_plumbing::parse_duration;
+use spillway_plumbing::tls::TlsArgs;
+use spillway_proto::v2::Envelope;
+
+use crate::enrich::Enricher;
+
+/// Node agent: takes envelopes from apps and ships them to routers.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "spillway-collector", version)]
+pub struct Flags {
+    /// TOML file with any of these flags as keys (`router = ["r1:8082"]`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A router to ship to (repeatable, or comma-separated). Several routers
+    /// are load-balanced and failed over.
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+    pub router: Vec<HostPort>,
+    /// gRPC address of the v2 Ingress API for apps.
+    #[arg(long, default_value = "127.0.0.1:3458")]
+    pub ingress_addr: SocketAddr,
+    /// HTTP address for `/health` and `/metrics`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// The `host` tag added to every envelope (default: this machine's hostname).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Largest gRPC message accepted on ingress; larger ones are refused.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+    /// Envelopes buffered per CPU core before the oldest are dropped.
+    #[arg(long, default_value_t = 10_000)]
+    pub buffer_per_core: usize,
+    /// Most envelopes in one batch to a router.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Longest an envelope waits for its batch to fill (e.g. 5ms).
+    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    pub batch_interval: Duration,
+    /// Connections (BatchSender streams) kept to each router.
+    #[arg(long, default_value_t = 2)]
+    pub links_per_router: usize,
+    /// How often the collector emits its own metrics as envelopes.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub metrics_interval: Duration,
+}
+
+/// Starts the collector. Errors here are bad input (files, addresses) and
+/// should end the process with status 2.
+pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> {
+    let tls = flags.tls.load()?;
+    let host = flags
+        .hostname
+        .clone()
+        .unwrap_or_else(spillway_plumbing::hostname);
+    let metrics = Arc::new(SelfMetrics::new("collector"));
+    let diodes: Arc<PerCore<Envelope>> = PerCore::for_this_machine(flags.buffer_per_core);
+
+    let routers = flags
+        .router
+        .iter()
+        .map(|r| Ok((r.clone(), grpc::endpoint(r, &tls)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    if routers.is_empty() {
+        tracing::warn!("no --router given: envelopes are buffered, then dropped and counted");
+    }
+
+    let ingress_listener = grpc::bind("--ingress-addr", flags.ingress_addr).await?;
+    let http_listener = grpc::bind("--http-addr", flags.http_addr).await?;
+
+    let enricher = Arc::new(Enricher::new(host.clone()));
+    let sink = {
+        let (diodes, metrics) = (diodes.clone(), metrics.clone());
+        Arc::new(move |batch: Vec<Envelope>| {
+            let mut dropped = 0;
+            for mut e in batch {
+                enricher.enrich(&mut e);
+                dropped += u64::from(diodes.push(e));
+            }
+            metrics.dropped(Direction::Ingress, dropped);
+        })
+    };
+    let server = grpc::server(&tls)?.add_service(IngressService::server(
+        sink.clone(),
+        metrics.clone(),
+        flags.max_message_bytes,
+    ));
+
+    let policy = BatchPolicy {
+        max_items: flags.batch_size.max(1),
+        linger: flags.batch_interval,
+    };
+    shipper::spawn(
+        diodes.clone(),
+        routers,
+        flags.links_per_router,
+        policy,
+        metrics.clone(),
+    );
+    metrics::spawn_http(http_listener, metrics::http_routes(metrics.clone()));
+    metrics.spawn_emitter(host.clone(), flags.metrics_interval, move |envelopes| {
+        sink(envelopes)
+    });
+
+    tracing::info!(
+        "spillway-collector: v2 ingress on {} ({}), HTTP on http://{}, shipping to {} router(s), host tag {host:?}",
+        flags.ingress_addr,
+        if tls.is_plaintext() {
+            "PLAINTEXT"
+        } else {
+            "mutual TLS"
+        },
+        flags.http_addr,
+        flags.router.len(),
+    );
+    tracing::info!(
+        "container capture is not part of this build yet: only envelopes sent to the v2 ingress API are collected"
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = server
+            .serve_with_incoming(grpc::incoming(ingress_listener))
+            .await
+        {
+            tracing::error!("gRPC server stopped: {e}");
+        }
+    }))
+}

@@ -10,28 +10,23 @@
 //!   text and emitted as counter envelopes.
 //! - [`config`]: flags from the command line, `SPILLWAY_*` variables and a
 //!   `--config` TOML file, with exit status 2 on bad input.
+//! - [`egress`]: serving a subscription's diode as a v2 Egress stream.
 //! - [`ingress`]: the v2 Ingress gRPC service, feeding any sink.
+//! - [`logging`]: tracing setup, rate-limited warnings, shutdown signals.
 //! - [`backoff`]: exponential backoff with jitter for redialling.
 
 pub mod backoff;
 pub mod batch;
 pub mod config;
 pub mod diode;
+pub mod egress;
 pub mod grpc;
 pub mod ingress;
+pub mod logging;
 pub mod metrics;
 pub mod tls;
 
-/// Sets up `tracing` output on stderr; `RUST_LOG` overrides `default`.
-pub fn init_logging(default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
-}
+pub use logging::init_logging;
 
 /// This machine's hostname, for the `host` tag and instance ids.
 pub fn hostname() -> String {

@@ -1,1 +1,164 @@
+//! `spillway-rlp`: the Reverse Log Proxy. Fans in from every router and
+//! serves consumers over v2 Egress gRPC and the HTTP/SSE gateway.
+//!
+//! Data flow: a consumer's request → [`fanin`] subscribes it on every
+//! router → the consumer's diode → [`egress`] (gRPC) or [`gateway`] (SSE).
 
+pub mod egress;
+pub mod fanin;
+pub mod gateway;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use spillway_plumbing::batch::BatchPolicy;
+use spillway_plumbing::grpc::{self, HostPort};
+use spillway_plumbing::metrics::{self, Direction, SelfMetrics};
+use spillway_plumbing::parse_duration;
+use spillway_plumbing::tls::TlsArgs;
+use spillway_proto::v2::{EnvelopeBatch, ingress_client::IngressClient};
+
+use crate::egress::EgressService;
+use crate::fanin::Fanin;
+
+/// Fans in from every router and serves consumers.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "spillway-rlp", version)]
+pub struct Flags {
+    /// TOML file with any of these flags as keys (`router = ["r1:8082"]`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A router to read from (repeatable, or comma-separated). Every
+    /// consumer is subscribed on every router.
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',', required = true)]
+    pub router: Vec<HostPort>,
+    /// gRPC address of the v2 Egress API for consumers.
+    #[arg(long, default_value = "0.0.0.0:8083")]
+    pub addr: SocketAddr,
+    /// HTTP address of the RLP gateway (`GET /v2/read`, server-sent events).
+    #[arg(long, default_value = "0.0.0.0:8088")]
+    pub gateway_addr: SocketAddr,
+    /// HTTP address for `/metrics` (Prometheus text) and `/health`.
+    #[arg(long, default_value = "0.0.0.0:14826")]
+    pub metrics_addr: SocketAddr,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Most consumer streams (gRPC and gateway together); more are refused
+    /// with ResourceExhausted (gRPC) or 503 (gateway).
+    #[arg(long, default_value_t = 500)]
+    pub max_streams: usize,
+    /// Envelopes buffered per consumer; a slow consumer loses its oldest.
+    #[arg(long, default_value_t = 10_000)]
+    pub consumer_buffer: usize,
+    /// Most envelopes in one batch to a consumer.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Longest an envelope waits for its batch to fill (e.g. 5ms).
+    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    pub batch_interval: Duration,
+    /// Gateway: a heartbeat frame after this long without data.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Gateway: streams are closed (with a closing frame) after this long.
+    #[arg(long, default_value = "14m", value_parser = parse_duration)]
+    pub stream_timeout: Duration,
+    /// How often the RLP emits its own metrics (sent to a router).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub metrics_interval: Duration,
+    /// Instance id of the RLP's own metric envelopes (default: hostname).
+    #[arg(long)]
+    pub instance_id: Option<String>,
+}
+
+/// Starts the RLP. Errors here are bad input (files, addresses) and should
+/// end the process with status 2.
+pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> {
+    let tls = flags.tls.load()?;
+    let metrics = Arc::new(SelfMetrics::new("rlp"));
+    let routers = flags
+        .router
+        .iter()
+        .map(|r| Ok((r.clone(), grpc::channel(r, &tls)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    let fanin = Fanin::new(
+        routers,
+        flags.max_streams,
+        flags.consumer_buffer,
+        metrics.clone(),
+    );
+    let policy = BatchPolicy {
+        max_items: flags.batch_size.max(1),
+        linger: flags.batch_interval,
+    };
+    let timing = gateway::Timing {
+        heartbeat: flags.heartbeat_interval,
+        stream_timeout: flags.stream_timeout,
+    };
+
+    let grpc_listener = grpc::bind("--addr", flags.addr).await?;
+    let gateway_listener = grpc::bind("--gateway-addr", flags.gateway_addr).await?;
+    let metrics_listener = grpc::bind("--metrics-addr", flags.metrics_addr).await?;
+    let server = grpc::server(&tls)?.add_service(EgressService::server(
+        fanin.clone(),
+        policy,
+        metrics.clone(),
+    ));
+
+    metrics::spawn_http(
+        gateway_listener,
+        gateway::routes(fanin.clone(), policy, timing, metrics.clone()),
+    );
+    metrics::spawn_http(metrics_listener, metrics::http_routes(metrics.clone()));
+    spawn_self_metrics(&fanin, &metrics, &flags);
+
+    tracing::info!(
+        "spillway-rlp serving v2 Egress on {} ({}), gateway on http://{}, metrics on http://{}, reading from {} router(s)",
+        flags.addr,
+        if tls.is_plaintext() {
+            "PLAINTEXT"
+        } else {
+            "mutual TLS"
+        },
+        flags.gateway_addr,
+        flags.metrics_addr,
+        flags.router.len()
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = server
+            .serve_with_incoming(grpc::incoming(grpc_listener))
+            .await
+        {
+            tracing::error!("gRPC server stopped: {e}");
+        }
+    }))
+}
+
+/// The RLP has no ingress of its own: its metric envelopes go to the
+/// routers (v2 Ingress `Send`, one router after another), and from there to
+/// every consumer that selects them.
+fn spawn_self_metrics(fanin: &Arc<Fanin>, metrics: &Arc<SelfMetrics>, flags: &Flags) {
+    let instance = flags
+        .instance_id
+        .clone()
+        .unwrap_or_else(spillway_plumbing::hostname);
+    let routers: Vec<_> = fanin.routers().iter().map(|(_, c)| c.clone()).collect();
+    let next = Arc::new(AtomicUsize::new(0));
+    let m = metrics.clone();
+    metrics.spawn_emitter(instance, flags.metrics_interval, move |envelopes| {
+        let channel = routers[next.fetch_add(1, Ordering::Relaxed) % routers.len()].clone();
+        let m = m.clone();
+        tokio::spawn(async move {
+            let n = envelopes.len() as u64;
+            let mut client = IngressClient::new(channel);
+            let send = client.send(EnvelopeBatch { batch: envelopes });
+            match tokio::time::timeout(Duration::from_secs(5), send).await {
+                Ok(Ok(_)) => {}
+                _ => m.dropped(Direction::Egress, n),
+            }
+        });
+    });
+}

@@ -1,4 +1,5 @@
 use spillway_plumbing::config::{self, exit_bad_input};
+use spillway_plumbing::logging::shutdown_signal;
 use spillway_router::{Flags, start};
 
 #[tokio::main]
@@ -9,7 +10,7 @@ async fn main() {
         Ok(server) => {
             tokio::select! {
                 _ = server => std::process::exit(1),
-                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
+                _ = shutdown_signal() => tracing::info!("stopping on signal"),
             }
         }
         Err(e) => exit_bad_input(&e),

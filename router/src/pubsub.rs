@@ -34,7 +34,7 @@ pub struct Subscription {
     deterministic_name: String,
     selectors: Vec<Selector>,
     /// Envelopes waiting for this consumer.
-    pub diode: Diode<Arc<Envelope>>,
+    pub diode: Arc<Diode<Arc<Envelope>>>,
 }
 
 pub struct PubSub {
@@ -106,7 +106,7 @@ impl PubSub {
             shard_id: req.shard_id.clone(),
             deterministic_name: req.deterministic_name.clone(),
             selectors,
-            diode: Diode::new(self.buffer),
+            diode: Arc::new(Diode::new(self.buffer)),
         });
         self.update(|subs| subs.push(sub.clone()));
         self.metrics.subscriptions.inc();

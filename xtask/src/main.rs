@@ -1,1 +1,43 @@
-fn main() {}
+//! Project automation for Spillway, run as `cargo xtask <command>`
+//! (see the alias in `.cargo/config.toml`).
+//!
+//! Each subcommand lives in its own module with a clap `Args` struct and a
+//! `run(args)` function; add new ones (`up`, `test`, `build-ebpf`, `bench`)
+//! the same way: a module, a [`Command`] variant and a `match` arm in [`main`].
+//! Shared helpers (workspace root, running child processes) are in [`util`].
+
+mod certs;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+/// Spillway project automation.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate the development CA and mTLS certificates for all components.
+    Certs(certs::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Certs(args) => certs::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,116 @@
+//! Shipping: envelopes from the per-core diodes to the routers.
+//!
+//! One batcher drains the diodes into batches and offers them on a small
+//! shared queue. Every router gets a pool of links; a link that is connected
+//! pulls the next batch and writes it to its BatchSender stream. Load
+//! balances itself (a busy link pulls less) and fails over (a dead link
+//! pulls nothing while it redials with backoff). When every router is
+//! down, the queue fills, the batcher stops draining, and the diodes drop
+//! their oldest envelopes and count them: producers are never slowed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message as _;
+use spillway_plumbing::backoff::Backoff;
+use spillway_plumbing::batch::{self, BatchPolicy};
+use spillway_plumbing::diode::PerCore;
+use spillway_plumbing::grpc::HostPort;
+use spillway_plumbing::logging::{RateLimited, error_chain};
+use spillway_plumbing::metrics::SelfMetrics;
+use spillway_proto::v2::{Envelope, EnvelopeBatch, ingress_client::IngressClient};
+use tokio::sync::{Mutex, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+type Queue = Arc<Mutex<mpsc::Receiver<EnvelopeBatch>>>;
+
+/// Starts the batcher and `links_per_router` links to each router.
+pub fn spawn(
+    diodes: Arc<PerCore<Envelope>>,
+    routers: Vec<(HostPort, Endpoint)>,
+    links_per_router: usize,
+    policy: BatchPolicy,
+    metrics: Arc<SelfMetrics>,
+) {
+    let links = routers.len() * links_per_router.max(1);
+    let (tx, rx) = mpsc::channel::<EnvelopeBatch>(links.max(1));
+    let queue: Queue = Arc::new(Mutex::new(rx));
+    tokio::spawn(async move {
+        loop {
+            let envelopes = batch::next_batch(&*diodes, policy).await;
+            for chunk in
+                batch::chunk_by_bytes(envelopes, batch::MAX_BATCH_BYTES, |e| e.encoded_len() + 4)
+            {
+                if tx.send(EnvelopeBatch { batch: chunk }).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    for (peer, endpoint) in routers {
+        for _ in 0..links_per_router.max(1) {
+            tokio::spawn(link(
+                peer.clone(),
+                endpoint.clone(),
+                queue.clone(),
+                metrics.clone(),
+            ));
+        }
+    }
+}
+
+/// One connection to a router, redialled forever.
+async fn link(peer: HostPort, endpoint: Endpoint, queue: Queue, metrics: Arc<SelfMetrics>) {
+    let mut backoff = Backoff::for_peers();
+    let mut complaints = RateLimited::new(Duration::from_secs(10));
+    // A batch taken from the queue but not yet handed to a stream.
+    let mut pending: Option<EnvelopeBatch> = None;
+    loop {
+        let channel = match endpoint.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                complaints
+                    .warn(|| format!("router {peer} unreachable, retrying: {}", error_chain(&e)));
+                backoff.wait().await;
+                continue;
+            }
+        };
+        tracing::info!("connected to router {peer}");
+        let (stream_tx, stream_rx) = mpsc::channel::<EnvelopeBatch>(1);
+        let mut client = IngressClient::new(channel).max_encoding_message_size(usize::MAX);
+        let call = client.batch_sender(ReceiverStream::new(stream_rx));
+        tokio::pin!(call);
+        let mut healthy = false;
+        let ended = loop {
+            let permit = tokio::select! {
+                p = stream_tx.reserve() => match p { Ok(p) => p, Err(_) => break None },
+                r = &mut call => break Some(r),
+            };
+            let next = match pending.take() {
+                Some(b) => b,
+                None => tokio::select! {
+                    b = async { queue.lock().await.recv().await } => match b {
+                        Some(b) => b,
+                        None => return,
+                    },
+                    r = &mut call => break Some(r),
+                },
+            };
+            let n = next.batch.len() as u64;
+            permit.send(next);
+            metrics.egress.inc_by(n);
+            if !healthy {
+                healthy = true;
+                backoff.reset();
+            }
+        };
+        match ended {
+            Some(Err(status)) => {
+                complaints.warn(|| format!("stream to router {peer} failed: {}", status.message()))
+            }
+            Some(Ok(_)) | None => complaints.warn(|| format!("stream to router {peer} ended")),
+        }
+        backoff.wait().await;
+    }
+}

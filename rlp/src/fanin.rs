@@ -1,0 +1,236 @@
+//! Fan-in: one consumer's subscription on every router.
+//!
+//! For each consumer the RLP opens the *same* request on every router. A
+//! shard group is therefore formed on each router from the subscriptions of
+//! all RLPs, and since each envelope reaches exactly one router, consumers
+//! sharing a shard id split the stream, across any number of routers and
+//! RLPs, without duplicates.
+//!
+//! What arrives from the routers goes into the consumer's own diode, tags
+//! converted as the consumer asked (`use_preferred_tags`). A router that
+//! goes away is resubscribed with backoff until it returns.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use spillway_plumbing::backoff::Backoff;
+use spillway_plumbing::diode::Diode;
+use spillway_plumbing::grpc::HostPort;
+use spillway_plumbing::logging::RateLimited;
+use spillway_plumbing::metrics::{Direction, SelfMetrics};
+use spillway_proto::v2::{
+    EgressBatchRequest, Envelope, Value, egress_client::EgressClient, value::Data,
+};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// Largest batch accepted from a router.
+const MAX_FROM_ROUTER_BYTES: usize = 16 * 1024 * 1024;
+
+pub struct Fanin {
+    routers: Vec<(HostPort, Channel)>,
+    metrics: Arc<SelfMetrics>,
+    max_streams: usize,
+    open: AtomicUsize,
+    buffer: usize,
+}
+
+/// Why a consumer could not subscribe.
+#[derive(Debug)]
+pub enum Refused {
+    /// The request is malformed (no selectors, a selector without a type).
+    Invalid(String),
+    /// The RLP already serves its maximum number of streams.
+    TooManyStreams(usize),
+}
+
+impl From<Refused> for tonic::Status {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Invalid(msg) => tonic::Status::invalid_argument(msg),
+            Refused::TooManyStreams(max) => tonic::Status::resource_exhausted(format!(
+                "this RLP already serves its maximum of {max} streams"
+            )),
+        }
+    }
+}
+
+/// A consumer's subscription on every router; dropping it unsubscribes.
+pub struct Consumer {
+    pub diode: Arc<Diode<Envelope>>,
+    tasks: Vec<JoinHandle<()>>,
+    fanin: Arc<Fanin>,
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.fanin.open.fetch_sub(1, Ordering::Relaxed);
+        self.fanin.metrics.subscriptions.dec();
+    }
+}
+
+impl Fanin {
+    pub fn new(
+        routers: Vec<(HostPort, Channel)>,
+        max_streams: usize,
+        buffer: usize,
+        metrics: Arc<SelfMetrics>,
+    ) -> Arc<Self> {
+        Arc::new(Fanin {
+            routers,
+            metrics,
+            max_streams,
+            open: AtomicUsize::new(0),
+            buffer,
+        })
+    }
+
+    pub fn routers(&self) -> &[(HostPort, Channel)] {
+        &self.routers
+    }
+
+    /// Validates `req` and subscribes it on every router.
+    pub fn subscribe(self: &Arc<Self>, req: EgressBatchRequest) -> Result<Consumer, Refused> {
+        req.validate().map_err(Refused::Invalid)?;
+        if self.open.fetch_add(1, Ordering::Relaxed) >= self.max_streams {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return Err(Refused::TooManyStreams(self.max_streams));
+        }
+        self.metrics.subscriptions.inc();
+        let diode = Arc::new(Diode::new(self.buffer));
+        let tasks = self
+            .routers
+            .iter()
+            .map(|(peer, channel)| {
+                tokio::spawn(follow(
+                    peer.clone(),
+                    channel.clone(),
+                    req.clone(),
+                    diode.clone(),
+                    self.metrics.clone(),
+                ))
+            })
+            .collect();
+        Ok(Consumer {
+            diode,
+            tasks,
+            fanin: self.clone(),
+        })
+    }
+}
+
+/// Keeps `req` subscribed on one router, forever.
+async fn follow(
+    peer: HostPort,
+    channel: Channel,
+    req: EgressBatchRequest,
+    diode: Arc<Diode<Envelope>>,
+    metrics: Arc<SelfMetrics>,
+) {
+    let mut backoff = Backoff::for_peers();
+    let mut complaints = RateLimited::new(Duration::from_secs(10));
+    let preferred = req.use_preferred_tags;
+    loop {
+        let mut client =
+            EgressClient::new(channel.clone()).max_decoding_message_size(MAX_FROM_ROUTER_BYTES);
+        match client.batched_receiver(req.clone()).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(batch)) => {
+                            backoff.reset();
+                            metrics.ingress.inc_by(batch.batch.len() as u64);
+                            let mut dropped = 0;
+                            for mut e in batch.batch {
+                                convert_tags(&mut e, preferred);
+                                dropped += u64::from(diode.push(e));
+                            }
+                            metrics.dropped(Direction::Egress, dropped);
+                        }
+                        Ok(None) => {
+                            complaints.warn(|| {
+                                format!("router {peer} ended the subscription; resubscribing")
+                            });
+                            break;
+                        }
+                        Err(status) => {
+                            complaints.warn(|| {
+                                format!(
+                                    "subscription on router {peer} failed: {}",
+                                    status.message()
+                                )
+                            });
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(status) => complaints
+                .warn(|| format!("cannot subscribe on router {peer}: {}", status.message())),
+        }
+        backoff.wait().await;
+    }
+}
+
+/// With `use_preferred_tags`, tags travel in `tags` (deprecated tags are
+/// folded in as text); without it, in `deprecated_tags` as `Value.text`.
+pub fn convert_tags(e: &mut Envelope, use_preferred_tags: bool) {
+    if use_preferred_tags {
+        for (k, v) in e.deprecated_tags.drain() {
+            let text = match v.data {
+                Some(Data::Text(t)) => t,
+                Some(Data::Integer(i)) => i.to_string(),
+                Some(Data::Decimal(d)) => d.to_string(),
+                None => String::new(),
+            };
+            e.tags.entry(k).or_insert(text);
+        }
+    } else {
+        for (k, v) in e.tags.drain() {
+            e.deprecated_tags.entry(k).or_insert(Value {
+                data: Some(Data::Text(v)),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_move_to_where_the_consumer_wants_them() {
+        let mut e = Envelope::default();
+        e.tags.insert("a".into(), "1".into());
+        e.deprecated_tags.insert(
+            "n".into(),
+            Value {
+                data: Some(Data::Integer(5)),
+            },
+        );
+        convert_tags(&mut e, true);
+        assert_eq!(e.tags.len(), 2);
+        assert_eq!(e.tags["n"], "5");
+        assert!(e.deprecated_tags.is_empty());
+
+        convert_tags(&mut e, false);
+        assert!(e.tags.is_empty());
+        assert_eq!(
+            e.deprecated_tags["a"],
+            Value {
+                data: Some(Data::Text("1".into()))
+            }
+        );
+        assert_eq!(
+            e.deprecated_tags["n"],
+            Value {
+                data: Some(Data::Text("5".into()))
+            }
+        );
+    }
+}
