@@ -34,13 +34,14 @@ pub enum Error {
 pub fn try_parse_from<T: Parser, I: IntoIterator<Item = OsString>>(args: I) -> Result<T, Error> {
     let args: Vec<OsString> = args.into_iter().collect();
     let cmd = with_env_names(T::command());
-    let matches = cmd
-        .clone()
-        .try_get_matches_from(&args)
-        .map_err(Error::Clap)?;
-    let Some(path) = find_config(&matches) else {
+    // A first, lenient pass only to find --config: flags that are required
+    // may come from the file.
+    let lenient = cmd.clone().ignore_errors(true).try_get_matches_from(&args);
+    let Some(path) = lenient.as_ref().ok().and_then(find_config) else {
+        let matches = cmd.try_get_matches_from(&args).map_err(Error::Clap)?;
         return T::from_arg_matches(&matches).map_err(Error::Clap);
     };
+    let matches = lenient.map_err(Error::Clap)?;
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Error::Config(format!("cannot read --config {}: {e}", path.display())))?;
     let table: toml::Table = text
@@ -194,6 +195,29 @@ mod tests {
             Err(Error::Config(msg)) => assert!(msg.contains("unknown key `adress`"), "{msg}"),
             other => panic!("expected a config error, got {other:?}"),
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[derive(Parser, Debug)]
+    struct NeedsRouter {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, required = true)]
+        router: Vec<String>,
+    }
+
+    #[test]
+    fn a_required_flag_may_come_from_the_file() {
+        let dir = std::env::temp_dir().join(format!("spillway-config-req-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "router = [\"r:1\"]\n").unwrap();
+        let p: NeedsRouter = try_parse_from(args(&["--config", f.to_str().unwrap()])).unwrap();
+        assert_eq!(p.router, vec!["r:1"]);
+        assert!(matches!(
+            try_parse_from::<NeedsRouter, _>(args(&[])),
+            Err(Error::Clap(_))
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -7,6 +7,8 @@
 //! Shared helpers (workspace root, running child processes) are in [`util`].
 
 mod certs;
+mod test;
+mod up;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -23,11 +25,17 @@ struct Cli {
 enum Command {
     /// Generate the development CA and mTLS certificates for all components.
     Certs(certs::Args),
+    /// Build everything and run the whole pipeline on this host, tailing what it carries.
+    Up(up::Args),
+    /// Install what the tests need and run the whole suite (lint, build, tests).
+    Test(test::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Certs(args) => certs::run(&args),
+        Command::Up(args) => up::run_up(&args),
+        Command::Test(args) => test::run_tests(&args),
     }
 }
 

@@ -17,10 +17,6 @@ pub fn workspace_root() -> PathBuf {
 ///
 /// Fails if the command cannot be started or does not exit successfully;
 /// the error names the command and its exit status.
-#[allow(
-    dead_code,
-    reason = "for the process-running subcommands (up, test, build-ebpf, bench)"
-)]
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let shown = display(cmd);
     eprintln!("$ {shown}");

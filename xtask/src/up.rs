@@ -1,0 +1,197 @@
+//! `cargo xtask up`: builds everything and runs the whole pipeline on this
+//! host — router, RLP and collector with the development certificates —
+//! then tails everything they carry until Ctrl-C.
+
+use std::fs::File;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::certs;
+use crate::util::{run, workspace_root};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Stop after this many seconds instead of at Ctrl-C (for scripts).
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Use the binaries already in target/release.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+const ROUTER: &str = "localhost:8082";
+const RLP: &str = "localhost:8083";
+const COLLECTOR: &str = "localhost:3458";
+
+/// The running processes; killed on drop.
+struct Pipeline(Vec<(String, Child)>);
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for (name, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("stopped {name}");
+        }
+    }
+}
+
+pub fn run_up(args: &Args) -> anyhow::Result<()> {
+    let root = workspace_root();
+    if !args.no_build {
+        run(
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .current_dir(&root)
+                .args(["build", "--release", "--bins"]),
+        )?;
+    }
+    let certs_dir = certs::default_dir();
+    devcerts::write_dir(&certs_dir, certs::COMPONENTS, certs::SANS)?;
+    let logs = root.join(".dev/logs");
+    std::fs::create_dir_all(&logs)?;
+    let bin = root.join("target/release");
+    let tls = |who: &str| -> Vec<String> {
+        vec![
+            "--tls-ca".into(),
+            certs_dir.join("ca.pem").display().to_string(),
+            "--tls-cert".into(),
+            certs_dir.join(format!("{who}.pem")).display().to_string(),
+            "--tls-key".into(),
+            certs_dir
+                .join(format!("{who}-key.pem"))
+                .display()
+                .to_string(),
+        ]
+    };
+
+    let mut pipeline = Pipeline(Vec::new());
+    let start =
+        |pipeline: &mut Pipeline, name: &str, args: Vec<String>, port: u16| -> anyhow::Result<()> {
+            let log = logs.join(format!("{name}.log"));
+            let child = spawn(&bin.join(name), &args, &log)?;
+            pipeline.0.push((name.to_owned(), child));
+            wait_for(port, name, &log)?;
+            eprintln!("started {name} (log: {})", log.display());
+            Ok(())
+        };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+
+    let mut router = s(&[
+        "--addr",
+        "127.0.0.1:8082",
+        "--metrics-addr",
+        "127.0.0.1:14825",
+    ]);
+    router.extend(tls("router"));
+    start(&mut pipeline, "spillway-router", router, 8082)?;
+
+    let mut rlp = s(&[
+        "--router",
+        ROUTER,
+        "--addr",
+        "127.0.0.1:8083",
+        "--gateway-addr",
+        "127.0.0.1:8088",
+        "--metrics-addr",
+        "127.0.0.1:14826",
+    ]);
+    rlp.extend(tls("rlp"));
+    start(&mut pipeline, "spillway-rlp", rlp, 8083)?;
+
+    let mut collector = s(&["--router", ROUTER]);
+    collector.extend(tls("collector"));
+    start(&mut pipeline, "spillway-collector", collector, 3458)?;
+
+    let cli = bin.join("spillway");
+    let mut tail_args = s(&["tail", "--rlp", RLP]);
+    tail_args.extend(tls("cli"));
+    let mut tail = Command::new(&cli)
+        .args(&tail_args)
+        .spawn()
+        .context("starting spillway tail")?;
+
+    eprintln!(
+        "\nSpillway is running on this host:\n  \
+         v2 ingress (apps)   {COLLECTOR}   collector HTTP http://127.0.0.1:8080/metrics\n  \
+         router              {ROUTER}   metrics http://127.0.0.1:14825/metrics\n  \
+         RLP egress          {RLP}   gateway http://127.0.0.1:8088/v2/read?log\n  \
+         certificates        {}\n\
+         Below: everything the RLP carries (`spillway tail`). Send some logs from another shell:\n  \
+         {} emit --collector {COLLECTOR} --source-id demo --rate 10 --count 50 {}\n",
+        certs_dir.display(),
+        cli.display(),
+        tls("cli").join(" "),
+    );
+    // A first greeting through the whole pipeline.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut emit = s(&[
+        "emit",
+        "--collector",
+        COLLECTOR,
+        "--source-id",
+        "xtask-up",
+        "--rate",
+        "5",
+        "--count",
+        "5",
+    ]);
+    emit.extend(tls("cli"));
+    let _ = Command::new(&cli)
+        .args(&emit)
+        .stdout(Stdio::null())
+        .status();
+
+    match args.seconds {
+        Some(secs) => {
+            std::thread::sleep(Duration::from_secs(secs));
+            let _ = tail.kill();
+        }
+        None => {
+            // Ctrl-C reaches the whole foreground process group; when tail
+            // ends, the pipeline is stopped by `Pipeline`'s drop.
+            let _ = tail.wait();
+        }
+    }
+    let _ = tail.wait();
+    for (name, child) in &mut pipeline.0 {
+        if let Some(status) = child.try_wait()? {
+            bail!("{name} exited early ({status}); see .dev/logs/{name}.log");
+        }
+    }
+    Ok(())
+}
+
+fn spawn(bin: &Path, args: &[String], log: &PathBuf) -> anyhow::Result<Child> {
+    if !bin.exists() {
+        bail!(
+            "{} is missing: run `cargo xtask up` without --no-build",
+            bin.display()
+        );
+    }
+    let out = File::create(log)?;
+    Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))
+}
+
+fn wait_for(port: u16, name: &str, log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "{name} does not listen on port {port}; its log says:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
