@@ -47,7 +47,8 @@ pub struct Flags {
     /// The `host` tag added to every envelope (default: this machine's hostname).
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Largest gRPC message accepted on ingress; larger ones are refused.
+    /// Largest gRPC message accepted on ingress (larger ones are refused) and
+    /// sent to a router (give routers the same limit).
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
     /// Envelopes buffered per CPU core before the oldest are dropped.
@@ -117,6 +118,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         routers,
         flags.links_per_router,
         policy,
+        flags.max_message_bytes,
         metrics.clone(),
     );
     metrics::spawn_http(http_listener, metrics::http_routes(metrics.clone()));

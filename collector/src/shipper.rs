@@ -17,7 +17,7 @@ use spillway_plumbing::batch::{self, BatchPolicy};
 use spillway_plumbing::diode::PerCore;
 use spillway_plumbing::grpc::HostPort;
 use spillway_plumbing::logging::{RateLimited, error_chain};
-use spillway_plumbing::metrics::SelfMetrics;
+use spillway_plumbing::metrics::{Direction, SelfMetrics};
 use spillway_proto::v2::{Envelope, EnvelopeBatch, ingress_client::IngressClient};
 use tokio::sync::{Mutex, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,22 +26,32 @@ use tonic::transport::Endpoint;
 type Queue = Arc<Mutex<mpsc::Receiver<EnvelopeBatch>>>;
 
 /// Starts the batcher and `links_per_router` links to each router.
+///
+/// Messages to the routers stay within `max_message_bytes`, the limit the
+/// routers are expected to share with this collector (`--max-message-bytes`).
+/// An envelope that cannot fit alone (the collector's tags can push one that
+/// was accepted near the limit over it) is dropped and counted here, since
+/// the router would refuse it and fail the whole stream.
 pub fn spawn(
     diodes: Arc<PerCore<Envelope>>,
     routers: Vec<(HostPort, Endpoint)>,
     links_per_router: usize,
     policy: BatchPolicy,
+    max_message_bytes: usize,
     metrics: Arc<SelfMetrics>,
 ) {
     let links = routers.len() * links_per_router.max(1);
     let (tx, rx) = mpsc::channel::<EnvelopeBatch>(links.max(1));
     let queue: Queue = Arc::new(Mutex::new(rx));
+    let max_bytes = max_message_bytes.min(batch::MAX_BATCH_BYTES);
+    let batcher_metrics = metrics.clone();
     tokio::spawn(async move {
         loop {
-            let envelopes = batch::next_batch(&*diodes, policy).await;
-            for chunk in
-                batch::chunk_by_bytes(envelopes, batch::MAX_BATCH_BYTES, |e| e.encoded_len() + 4)
-            {
+            let mut envelopes = batch::next_batch(&*diodes, policy).await;
+            let before = envelopes.len();
+            envelopes.retain(|e| batch_entry_len(e) <= max_bytes);
+            batcher_metrics.dropped(Direction::Egress, (before - envelopes.len()) as u64);
+            for chunk in batch::chunk_by_bytes(envelopes, max_bytes, batch_entry_len) {
                 if tx.send(EnvelopeBatch { batch: chunk }).await.is_err() {
                     return;
                 }
@@ -58,6 +68,13 @@ pub fn spawn(
             ));
         }
     }
+}
+
+/// Bytes `e` takes inside an `EnvelopeBatch`: the envelope, its field tag
+/// and its length prefix.
+fn batch_entry_len(e: &Envelope) -> usize {
+    let len = e.encoded_len();
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
 /// One connection to a router, redialled forever.

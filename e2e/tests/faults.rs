@@ -176,3 +176,52 @@ async fn a_consumer_that_stops_reading_does_not_slow_the_others() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_collector_fails_over_to_the_live_router() {
+    let certs = Certs::new();
+    let mut r1 = Router::start(&certs, &[]);
+    let r2 = Router::start(&certs, &[]);
+    let rlp = Rlp::start(&certs, &[&r1, &r2], &[]);
+    let collector = Collector::start(&certs, &[&r1, &r2], &[]);
+    let mut stream = rlp
+        .client(&certs)
+        .await
+        .batched_receiver(request("app", &[Kind::Log], ""))
+        .await
+        .unwrap()
+        .into_inner();
+    eventually(
+        Duration::from_secs(10),
+        "subscribed on both routers",
+        || r1.subscriptions() >= 1 && r2.subscriptions() >= 1,
+    )
+    .await;
+
+    r1.proc.kill();
+    // Give the collector a moment to see the broken link.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut ingress = collector.client(&certs).await;
+    const N: u64 = 2000;
+    for start in (0..N).step_by(100) {
+        let batch = (start..start + 100)
+            .map(|n| numbered_log("app", n))
+            .collect();
+        ingress.send(EnvelopeBatch { batch }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = collect_until(&mut stream, Duration::from_secs(15), |g| {
+        g.len() as u64 >= N
+    })
+    .await;
+    let mut numbers: Vec<u64> = got.iter().filter_map(number_of).collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(
+        numbers.len() as u64,
+        N,
+        "everything sent after the failure went through the live router"
+    );
+    assert!(metric(r2.metrics_port, "spillway_ingress_total").unwrap() >= N);
+}

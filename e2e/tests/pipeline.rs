@@ -214,3 +214,46 @@ async fn every_binary_emits_its_own_metrics() {
         Some("ok\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rlp_refuses_requests_without_selectors_and_beyond_its_stream_limit() {
+    let certs = Certs::new();
+    let router = Router::start(&certs, &[]);
+    let rlp = Rlp::start(&certs, &[&router], &["--max-streams", "2"]);
+    let mut egress = rlp.client(&certs).await;
+
+    let err = egress
+        .batched_receiver(v2::EgressBatchRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    let _one = egress
+        .batched_receiver(request("", &[Kind::Log], ""))
+        .await
+        .unwrap();
+    let _two = egress
+        .batched_receiver(request("", &[Kind::Log], ""))
+        .await
+        .unwrap();
+    let err = egress
+        .batched_receiver(request("", &[Kind::Log], ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+
+    // A closed stream frees its place.
+    drop(_two);
+    eventually(
+        Duration::from_secs(10),
+        "the closed stream is released",
+        || metric(rlp.metrics_port, "spillway_subscriptions") == Some(1),
+    )
+    .await;
+    assert!(
+        egress
+            .batched_receiver(request("", &[Kind::Log], ""))
+            .await
+            .is_ok()
+    );
+}

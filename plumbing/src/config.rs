@@ -8,6 +8,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Command, Parser};
 
@@ -20,7 +21,17 @@ pub fn parse<T: Parser>() -> T {
 pub fn parse_from<T: Parser, I: IntoIterator<Item = OsString>>(args: I) -> T {
     match try_parse_from::<T, _>(args) {
         Ok(t) => t,
-        Err(Error::Clap(e)) => e.exit(),
+        Err(Error::Clap(e)) => match e.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            // One line, as the contract asks, not clap's three.
+            _ => {
+                let text = e.render().to_string();
+                let first = text.lines().next().unwrap_or("invalid arguments");
+                exit_bad_input(first.strip_prefix("error: ").unwrap_or(first))
+            }
+        },
         Err(Error::Config(msg)) => exit_bad_input(&msg),
     }
 }

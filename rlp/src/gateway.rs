@@ -16,6 +16,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt;
 use spillway_plumbing::batch::{self, BatchPolicy};
 use spillway_plumbing::metrics::SelfMetrics;
 use spillway_proto::v2::{
@@ -190,7 +191,12 @@ async fn read(State(gw): State<Arc<Gateway>>, RawQuery(query): RawQuery) -> Resp
             );
         }
     };
-    let body = Body::from_stream(sse_frames(consumer, gw));
+    // hyper writes the response head together with the first non-empty body
+    // chunk. An SSE comment (a line starting with ':', which SSE parsers
+    // ignore) sends the head at once, so a client knows the stream is open
+    // before the first frame, as Loggregator's gateway flushes its headers.
+    let head_now = futures::stream::once(async { Ok(Bytes::from_static(b":\n\n")) });
+    let body = Body::from_stream(head_now.chain(sse_frames(consumer, gw)));
     (
         StatusCode::OK,
         [

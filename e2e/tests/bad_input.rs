@@ -1,0 +1,771 @@
+//! Bad input at every door: what arrives on the gRPC ports of the collector,
+//! the router and the RLP (garbage bytes, plain HTTP/1.1, clients without a
+//! valid certificate, oversized and malformed messages) is refused without
+//! hanging, and afterwards the process is alive and good clients still get
+//! through. Bad command lines end every binary with status 2 and a message
+//! that names the bad value.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut};
+use prost::Message as _;
+use spillway_e2e::*;
+use spillway_proto::v2::egress_client::EgressClient;
+use spillway_proto::v2::ingress_client::IngressClient;
+use spillway_proto::v2::{Envelope, EnvelopeBatch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, ClientTlsConfig};
+use tonic::{Request, Status, Streaming};
+
+// ---------------------------------------------------------------- helpers
+
+/// A router, an RLP reading from it and a collector shipping to it.
+struct Stack {
+    certs: Certs,
+    router: Router,
+    rlp: Rlp,
+    collector: Collector,
+}
+
+impl Stack {
+    fn start(router_extra: &[&str], collector_extra: &[&str]) -> Stack {
+        let certs = Certs::new();
+        let router = Router::start(&certs, router_extra);
+        let rlp = Rlp::start(&certs, &[&router], &[]);
+        let collector = Collector::start(&certs, &[&router], collector_extra);
+        Stack {
+            certs,
+            router,
+            rlp,
+            collector,
+        }
+    }
+
+    /// The three gRPC ports, named.
+    fn doors(&self) -> [(Door, u16); 3] {
+        [
+            (Door::Collector, self.collector.port),
+            (Door::Router, self.router.port),
+            (Door::Rlp, self.rlp.port),
+        ]
+    }
+
+    fn assert_alive(&mut self, after: &str) {
+        for p in [
+            &mut self.collector.proc,
+            &mut self.router.proc,
+            &mut self.rlp.proc,
+        ] {
+            assert!(p.alive(), "{} died after {after}", p.name);
+        }
+    }
+
+    /// Every process is alive, and a well-behaved client gets through every
+    /// door: a fresh BatchedReceiver subscription on the RLP receives an
+    /// envelope sent with `Send` to the collector, and one sent to the router.
+    async fn assert_healthy(&mut self, after: &str) {
+        self.assert_alive(after);
+        let mut probe = Probe::open(self, after).await;
+        probe.through(self.collector.port, &self.certs, after).await;
+        probe.through(self.router.port, &self.certs, after).await;
+        self.assert_alive(after);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Door {
+    Collector,
+    Router,
+    Rlp,
+}
+
+/// A consumer on the RLP for one source id, and the numbered logs sent to it.
+struct Probe {
+    source: String,
+    _client: EgressClient<Channel>,
+    stream: Streaming<EnvelopeBatch>,
+    next: u64,
+}
+
+impl Probe {
+    async fn open(stack: &Stack, what: &str) -> Probe {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let source = format!("probe-{}", N.fetch_add(1, Ordering::Relaxed));
+        let mut client = stack.rlp.client(&stack.certs).await;
+        let stream = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.batched_receiver(request(&source, &[Kind::Log], "")),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("after {what}: the RLP did not answer a subscription"))
+        .unwrap_or_else(|s| panic!("after {what}: the RLP refused a good subscription: {s:?}"))
+        .into_inner();
+        Probe {
+            source,
+            _client: client,
+            stream,
+            next: 0,
+        }
+    }
+
+    /// Sends numbered logs of this probe's source, one per `Send`, to the
+    /// Ingress API on `port` until one sent by this call reaches the
+    /// consumer (the subscription may take a moment to reach the router).
+    /// Every `Send` must succeed, and everything that arrives must be one of
+    /// this probe's numbered logs.
+    async fn through(&mut self, port: u16, certs: &Certs, what: &str) {
+        let first = self.next;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut ingress = IngressClient::new(channel(port, certs.client()).await);
+        loop {
+            let n = self.next;
+            self.next += 1;
+            let batch = EnvelopeBatch {
+                batch: vec![numbered_log(&self.source, n)],
+            };
+            tokio::time::timeout(Duration::from_secs(5), ingress.send(batch))
+                .await
+                .unwrap_or_else(|_| panic!("after {what}: a good Send to port {port} hung"))
+                .unwrap_or_else(|s| {
+                    panic!("after {what}: a good Send to port {port} failed: {s:?}")
+                });
+            if self.arrived(first, Duration::from_millis(300), what).await {
+                // Anything else already on its way must be ours too.
+                self.arrived(first, Duration::from_millis(300), what).await;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "after {what}: nothing sent to port {port} reached the RLP consumer in 15 s"
+            );
+        }
+    }
+
+    /// Reads for `within`; true if a log numbered `first` or later arrived.
+    async fn arrived(&mut self, first: u64, within: Duration, what: &str) -> bool {
+        let mut seen = false;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let batch = match tokio::time::timeout_at(deadline, self.stream.message()).await {
+                Err(_) => return seen,
+                Ok(Ok(Some(batch))) => batch,
+                Ok(Ok(None)) => panic!("after {what}: the RLP ended the consumer's stream"),
+                Ok(Err(s)) => panic!("after {what}: the consumer's stream failed: {s:?}"),
+            };
+            for e in batch.batch {
+                assert_eq!(e.source_id, self.source, "after {what}: a stranger: {e:?}");
+                let n = number_of(&e)
+                    .unwrap_or_else(|| panic!("after {what}: an envelope nobody sent: {e:?}"));
+                seen |= n >= first;
+            }
+        }
+    }
+}
+
+/// 4 KiB of deterministic pseudo-random bytes that are not a TLS record (the
+/// first byte is no TLS content type).
+fn garbage() -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut bytes: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    bytes[0] = 0xff;
+    bytes
+}
+
+const PLAIN_HTTP: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// Writes `bytes` on a raw TCP connection to `port` and reads until the
+/// server closes it or fails it; returns what it answered. Panics if the
+/// server does neither within 5 s.
+async fn poke(port: u16, bytes: &[u8], what: &str) -> Vec<u8> {
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to port {port}: {e}"));
+    // The server may hang up before it has read everything: fine.
+    let _ = conn.write_all(bytes).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "port {port} neither answered {what} with an error nor closed the connection within 5 s \
+         (got {} bytes so far)",
+        answer.len()
+    );
+    answer
+}
+
+/// One envelope that should never arrive anywhere.
+fn intruder() -> EnvelopeBatch {
+    EnvelopeBatch {
+        batch: vec![numbered_log("intruder", 0)],
+    }
+}
+
+/// Connects to `door` with `tls` and makes one RPC (Ingress `Send`, or
+/// Egress `BatchedReceiver` on the RLP). Returns the error that refused the
+/// client; panics if the RPC succeeded or nothing happened within 10 s.
+async fn refused(door: Door, port: u16, tls: ClientTlsConfig, who: &str) -> String {
+    let attempt = async {
+        let ch = match try_channel(port, tls).await {
+            Ok(ch) => ch,
+            Err(e) => return Err(format!("connect: {e:?}")),
+        };
+        match door {
+            Door::Collector | Door::Router => IngressClient::new(ch)
+                .send(intruder())
+                .await
+                .map(drop)
+                .map_err(|s| format!("Send: {s:?}")),
+            Door::Rlp => EgressClient::new(ch)
+                .batched_receiver(request("", &[Kind::Log], ""))
+                .await
+                .map(drop)
+                .map_err(|s| format!("BatchedReceiver: {s:?}")),
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+        Err(_) => panic!("{door:?} (port {port}) neither accepted nor refused {who} within 10 s"),
+        Ok(Ok(())) => panic!("{door:?} (port {port}) accepted an RPC from {who}"),
+        Ok(Err(e)) => e,
+    }
+}
+
+/// A codec that sends and receives message bytes as they are, so that a
+/// test can put anything on the wire.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// Calls `/loggregator.v2.Ingress/Send` on `port` with `body` as the
+/// message bytes; returns the response message bytes.
+async fn raw_send(port: u16, certs: &Certs, body: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel(port, certs.client()).await);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(format!("channel not ready: {e}")))?;
+    let call = grpc.unary(
+        Request::new(body),
+        PathAndQuery::from_static("/loggregator.v2.Ingress/Send"),
+        RawCodec,
+    );
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap_or_else(|_| panic!("a raw Send to port {port} hung"))
+        .map(tonic::Response::into_inner)
+}
+
+/// A command line of `binary` that is valid in every respect, as
+/// `(flag, value)` pairs (`value` empty for a switch).
+fn good_args(binary: &str, certs: &Certs) -> Vec<(String, String)> {
+    let addr = || format!("127.0.0.1:{}", free_port());
+    let mut args: Vec<(String, String)> = match binary {
+        "spillway-router" => vec![("--addr".into(), addr()), ("--metrics-addr".into(), addr())],
+        "spillway-rlp" => vec![
+            ("--router".into(), "localhost:1".into()),
+            ("--addr".into(), addr()),
+            ("--gateway-addr".into(), addr()),
+            ("--metrics-addr".into(), addr()),
+        ],
+        "spillway-collector" => vec![
+            ("--router".into(), "localhost:1".into()),
+            ("--ingress-addr".into(), addr()),
+            ("--http-addr".into(), addr()),
+        ],
+        other => panic!("no such binary {other}"),
+    };
+    let tls = certs.flags(match binary {
+        "spillway-router" => "router",
+        "spillway-rlp" => "rlp",
+        _ => "collector",
+    });
+    args.extend(tls.chunks(2).map(|kv| (kv[0].clone(), kv[1].clone())));
+    args
+}
+
+/// Replaces (or adds) `flag`'s value.
+fn set(args: &mut Vec<(String, String)>, flag: &str, value: &str) {
+    args.retain(|(f, _)| f != flag);
+    args.push((flag.into(), value.into()));
+}
+
+fn flatten(args: &[(String, String)]) -> Vec<String> {
+    args.iter()
+        .flat_map(|(f, v)| [f.clone(), v.clone()])
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+const BINARIES: [&str; 3] = ["spillway-collector", "spillway-router", "spillway-rlp"];
+
+/// Runs `binary` with `args` and expects it to exit with status 2 within
+/// 10 s, without panicking, with one of `needles` on stderr.
+fn assert_exits_2(binary: &str, args: &[(String, String)], needles: &[&str]) {
+    let args = flatten(args);
+    let mut child = Command::new(bin(binary))
+        .args(&args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{binary} {args:?} still runs after 10 s: the bad input was accepted");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "{binary} {args:?} exited with {status}; stderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "{binary} {args:?} panicked:\n{stderr}"
+    );
+    assert!(
+        needles.iter().any(|n| stderr.contains(n)),
+        "{binary} {args:?}: stderr names none of {needles:?}:\n{stderr}"
+    );
+}
+
+// ------------------------------------------------------- network: raw TCP
+
+/// 4 KiB of garbage on a raw TCP connection to each gRPC port gets the
+/// connection closed (or an error) promptly, not an HTTP answer, and the
+/// processes keep serving good clients.
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_bytes_are_dropped_at_every_grpc_port() {
+    let mut stack = Stack::start(&[], &[]);
+    stack.assert_healthy("start").await;
+    for (door, port) in stack.doors() {
+        let answer = poke(port, &garbage(), "4 KiB of garbage").await;
+        assert!(
+            !answer.starts_with(b"HTTP/"),
+            "{door:?} answered garbage as HTTP: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        stack.assert_alive(&format!("garbage on the {door:?} port"));
+    }
+    stack.assert_healthy("garbage on every port").await;
+}
+
+/// A plain-text HTTP/1.1 request to each (TLS-only, HTTP/2-only) gRPC port
+/// is not served: the connection is closed or failed promptly, and the
+/// processes keep serving good clients.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http1_is_refused_at_every_grpc_port() {
+    let mut stack = Stack::start(&[], &[]);
+    for (door, port) in stack.doors() {
+        let answer = poke(port, PLAIN_HTTP, "a plain HTTP/1.1 request").await;
+        assert!(
+            !answer.starts_with(b"HTTP/"),
+            "{door:?} served plain HTTP/1.1 without TLS: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        stack.assert_alive(&format!("plain HTTP on the {door:?} port"));
+    }
+    stack.assert_healthy("plain HTTP on every port").await;
+}
+
+// ------------------------------------------------------ network: mutual TLS
+
+/// A client that presents no certificate cannot connect and make an RPC on
+/// any gRPC port (with TLS 1.3 the refusal may only show on the first RPC).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_without_a_certificate_is_refused() {
+    let mut stack = Stack::start(&[], &[]);
+    for (door, port) in stack.doors() {
+        let tls = stack.certs.client_tls("ca.pem", None);
+        let e = refused(door, port, tls, "a client without a certificate").await;
+        eprintln!("{door:?} refused a client without a certificate: {e}");
+    }
+    stack.assert_healthy("clients without a certificate").await;
+}
+
+/// A client whose certificate (right name) comes from another CA cannot
+/// connect and make an RPC on any gRPC port.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_certificate_from_another_ca_is_refused() {
+    let mut stack = Stack::start(&[], &[]);
+    for (door, port) in stack.doors() {
+        let tls = stack
+            .certs
+            .client_tls("ca.pem", Some(("other.pem", "other-key.pem")));
+        let e = refused(door, port, tls, "a client certified by another CA").await;
+        eprintln!("{door:?} refused a certificate from another CA: {e}");
+    }
+    stack
+        .assert_healthy("clients certified by another CA")
+        .await;
+}
+
+/// A client that trusts another CA (and so not the server's certificate)
+/// fails on every gRPC port, even with a good client certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_does_not_trust_the_server_fails() {
+    let mut stack = Stack::start(&[], &[]);
+    for (door, port) in stack.doors() {
+        let tls = stack
+            .certs
+            .client_tls("other-ca.pem", Some(("client.pem", "client-key.pem")));
+        let e = refused(door, port, tls, "a client trusting another CA").await;
+        eprintln!("{door:?}: a client trusting another CA failed: {e}");
+    }
+    stack.assert_healthy("clients trusting another CA").await;
+}
+
+// ------------------------------------------------------- network: messages
+
+/// With `--max-message-bytes 65536`, a ~200 KiB `Send` to the collector and
+/// to the router gets an error status and none of it is delivered; a normal
+/// `Send` afterwards reaches the consumer.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_batch_gets_an_error_status() {
+    let limit = ["--max-message-bytes", "65536"];
+    let mut stack = Stack::start(&limit, &limit);
+    let mut probe = Probe::open(&stack, "start").await;
+    probe
+        .through(stack.collector.port, &stack.certs, "start")
+        .await;
+
+    // 50 logs of 4 KiB of the probe's source: the probe fails if any arrives.
+    let big = EnvelopeBatch {
+        batch: (0..50)
+            .map(|_| {
+                Envelope::log(
+                    spillway_proto::now_nanos(),
+                    &probe.source,
+                    "0",
+                    vec![b'x'; 4096],
+                    v2::log::Type::Out,
+                )
+            })
+            .collect(),
+    };
+    assert!(big.encoded_len() > 200_000, "{}", big.encoded_len());
+
+    for (door, port) in [
+        (Door::Collector, stack.collector.port),
+        (Door::Router, stack.router.port),
+    ] {
+        let mut ingress = IngressClient::new(channel(port, stack.certs.client()).await);
+        let sent = tokio::time::timeout(Duration::from_secs(10), ingress.send(big.clone()))
+            .await
+            .unwrap_or_else(|_| panic!("{door:?}: an oversized Send hung"));
+        let status = sent.expect_err("an oversized Send was accepted");
+        eprintln!("{door:?} refused an oversized Send: {status:?}");
+
+        let what = format!("an oversized Send to the {door:?}");
+        stack.assert_alive(&what);
+        // The same connection still works, and so does the whole path.
+        ingress
+            .send(EnvelopeBatch { batch: Vec::new() })
+            .await
+            .unwrap_or_else(|s| panic!("after {what}: the same client cannot send: {s:?}"));
+        probe.through(port, &stack.certs, &what).await;
+    }
+    stack.assert_healthy("oversized batches").await;
+}
+
+/// `Send` with bytes that are not a valid EnvelopeBatch (a length-delimited
+/// field whose length runs past the end, a truncated field, an invalid wire
+/// type) gets an error status from the collector and the router, and a
+/// normal send works afterwards. Valid bytes through the same raw codec
+/// succeed, so the errors come from the bytes, not from the test's codec.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_protobuf_gets_an_error_status() {
+    let mut stack = Stack::start(&[], &[]);
+    let bad: [(&str, Vec<u8>); 3] = [
+        (
+            "a length running past the end",
+            vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        ),
+        ("a truncated field", vec![0x0a, 0x05, 0x01]),
+        ("wire type 7", vec![0x0f, 0x00]),
+    ];
+    for (door, port) in [
+        (Door::Collector, stack.collector.port),
+        (Door::Router, stack.router.port),
+    ] {
+        let good = EnvelopeBatch {
+            batch: vec![numbered_log("raw-codec", 0)],
+        }
+        .encode_to_vec();
+        let answer = raw_send(port, &stack.certs, good)
+            .await
+            .unwrap_or_else(|s| panic!("{door:?}: valid bytes through the raw codec: {s:?}"));
+        assert!(answer.is_empty(), "SendResponse has no fields: {answer:?}");
+
+        for (what, bytes) in &bad {
+            let status = raw_send(port, &stack.certs, bytes.clone())
+                .await
+                .expect_err(&format!("{door:?} accepted {what}"));
+            eprintln!("{door:?} refused {what}: {status:?}");
+            stack.assert_alive(&format!("{what} to the {door:?}"));
+        }
+    }
+    stack.assert_healthy("malformed protobuf").await;
+}
+
+/// A subscription without selectors, or with a selector that names no
+/// envelope type, gets InvalidArgument from the RLP and from the router,
+/// and both keep serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_without_a_usable_selector_is_invalid() {
+    let mut stack = Stack::start(&[], &[]);
+    let requests = [
+        ("no selectors", v2::EgressBatchRequest::default()),
+        (
+            "a selector without a type",
+            v2::EgressBatchRequest {
+                selectors: vec![v2::Selector {
+                    source_id: "x".into(),
+                    message: None,
+                }],
+                ..Default::default()
+            },
+        ),
+    ];
+    for (door, port) in [
+        (Door::Rlp, stack.rlp.port),
+        (Door::Router, stack.router.port),
+    ] {
+        let mut egress = EgressClient::new(channel(port, stack.certs.client()).await);
+        for (what, req) in &requests {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(10),
+                egress.batched_receiver(req.clone()),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{door:?} hung on {what}"));
+            let status = answer
+                .map(drop)
+                .expect_err(&format!("{door:?} accepted {what}"));
+            assert_eq!(
+                status.code(),
+                tonic::Code::InvalidArgument,
+                "{door:?} on {what}: {status:?}"
+            );
+        }
+    }
+    stack
+        .assert_healthy("subscriptions without selectors")
+        .await;
+}
+
+/// What the collector acknowledges within its `--max-message-bytes` is
+/// shipped in messages a router with the same limit accepts: two 40 KB
+/// `Send`s in a row reach the consumer (in separate messages). A `Send` of
+/// exactly the limit no longer fits once the collector adds its `host` tag:
+/// it is dropped at the shipper and counted, and the stream stays healthy.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_the_collector_accepts_fits_through_a_router_with_the_same_limit() {
+    let limit = ["--max-message-bytes", "65536"];
+    // A long linger makes the collector put all three sends in one batch.
+    let mut collector_flags = limit.to_vec();
+    collector_flags.extend(["--batch-interval", "200ms"]);
+    let mut stack = Stack::start(&limit, &collector_flags);
+    let mut probe = Probe::open(&stack, "start").await;
+    probe
+        .through(stack.collector.port, &stack.certs, "start")
+        .await;
+
+    let log = |size: usize| EnvelopeBatch {
+        batch: vec![Envelope::log(
+            spillway_proto::now_nanos(),
+            &probe.source,
+            "0",
+            vec![b'y'; size],
+            v2::log::Type::Out,
+        )],
+    };
+    let mut edge = 65_000;
+    while log(edge + 1).encoded_len() <= 65_536 {
+        edge += 1;
+    }
+    assert_eq!(log(edge).encoded_len(), 65_536);
+
+    let mut ingress = IngressClient::new(channel(stack.collector.port, stack.certs.client()).await);
+    for size in [40_000, edge, 40_000] {
+        ingress
+            .send(log(size))
+            .await
+            .unwrap_or_else(|s| panic!("the collector refused a {size}-byte log: {s:?}"));
+    }
+    let got = collect_until(&mut probe.stream, Duration::from_secs(10), |g| {
+        g.iter().filter(|e| e.encoded_len() > 30_000).count() >= 2
+    })
+    .await;
+    let sizes: Vec<usize> = got
+        .iter()
+        .filter_map(|e| match &e.message {
+            Some(v2::envelope::Message::Log(l)) if l.payload.len() > 30_000 => {
+                Some(l.payload.len())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, vec![40_000, 40_000], "both 40 KB logs arrive");
+    eventually(
+        Duration::from_secs(5),
+        "the oversized envelope is counted",
+        || {
+            metric(
+                stack.collector.http_port,
+                "spillway_dropped_total{direction=\"egress\"}",
+            ) == Some(1)
+        },
+    )
+    .await;
+    drop(probe);
+    stack
+        .assert_healthy("an envelope that outgrew the limit")
+        .await;
+}
+
+// ---------------------------------------------------------- command lines
+
+/// The command lines the bad-input tests start from are valid: each binary
+/// keeps running with them. (Otherwise the tests below could pass for the
+/// wrong reason.)
+#[test]
+fn the_good_command_lines_start() {
+    let certs = Certs::new();
+    for binary in BINARIES {
+        let args = good_args(binary, &certs);
+        let mut child = Command::new(bin(binary))
+            .args(flatten(&args))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let still = child.try_wait().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(still, None, "{binary} {args:?} did not keep running");
+    }
+}
+
+/// A listen address that is no address: status 2, naming it.
+#[test]
+fn a_bad_listen_address_exits_2() {
+    let certs = Certs::new();
+    for (binary, flag) in [
+        ("spillway-collector", "--ingress-addr"),
+        ("spillway-router", "--addr"),
+        ("spillway-rlp", "--addr"),
+    ] {
+        let mut args = good_args(binary, &certs);
+        set(&mut args, flag, "not-an-address");
+        assert_exits_2(binary, &args, &["not-an-address"]);
+    }
+}
+
+/// `--router` wants HOST:PORT, not a URL: status 2, naming it.
+#[test]
+fn a_router_url_exits_2() {
+    let certs = Certs::new();
+    for binary in ["spillway-collector", "spillway-rlp"] {
+        let mut args = good_args(binary, &certs);
+        set(&mut args, "--router", "http://x:1");
+        assert_exits_2(binary, &args, &["http://x:1"]);
+    }
+}
+
+/// A `--tls-cert` file that does not exist (the other TLS flags valid):
+/// status 2, naming the file.
+#[test]
+fn a_missing_tls_cert_file_exits_2() {
+    let certs = Certs::new();
+    for binary in BINARIES {
+        let mut args = good_args(binary, &certs);
+        set(&mut args, "--tls-cert", "/nonexistent/cert.pem");
+        assert_exits_2(binary, &args, &["/nonexistent/cert.pem"]);
+    }
+}
+
+/// A `--config` file with a key that is no flag: status 2, naming the key.
+#[test]
+fn an_unknown_config_key_exits_2() {
+    let certs = Certs::new();
+    let file = certs.dir.join("unknown-key.toml");
+    std::fs::write(&file, "no-such-key = \"1\"\n").unwrap();
+    for binary in BINARIES {
+        let mut args = good_args(binary, &certs);
+        set(&mut args, "--config", &file.display().to_string());
+        assert_exits_2(binary, &args, &["no-such-key"]);
+    }
+}
+
+/// Neither TLS flags nor `--insecure-plaintext`: status 2, saying what is
+/// needed.
+#[test]
+fn no_tls_and_no_plaintext_exits_2() {
+    let certs = Certs::new();
+    for binary in BINARIES {
+        let mut args = good_args(binary, &certs);
+        args.retain(|(f, _)| !f.starts_with("--tls-"));
+        assert_exits_2(binary, &args, &["--tls-ca", "--insecure-plaintext"]);
+    }
+}
