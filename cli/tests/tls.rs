@@ -1,6 +1,5 @@
 //! `spillway tail` and `emit` over mutual TLS against fake servers, and the
-//! ways a TLS setup can be wrong. The certificates are made with the
-//! `openssl` command; without it these tests only say that they skipped.
+//! ways a TLS setup can be wrong, with certificates made by `devcerts`.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -74,69 +73,17 @@ impl Ingress for Fake {
 
 /// Makes a CA `ca`, a second CA `other`, certificates `server` and `client`
 /// signed by `ca` and `rogue` signed by `other` (all for localhost).
-fn make_certs(dir: &Path) -> bool {
-    let openssl = |args: &[&str]| {
-        Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let ext = "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-               extendedKeyUsage=serverAuth,clientAuth\n";
-    std::fs::write(dir.join("ext.cnf"), ext).unwrap();
-    let key = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    for ca in ["ca", "other"] {
-        let (keyout, out, subj) = (
-            format!("{ca}-key.pem"),
-            format!("{ca}.pem"),
-            format!("/CN={ca}"),
-        );
-        let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subj];
-        args.extend(key);
-        args.extend(["-keyout", &keyout, "-out", &out]);
-        if !openssl(&args) {
-            return false;
-        }
+fn make_certs(dir: &Path) {
+    let sans = ["localhost", "127.0.0.1"];
+    let ca = devcerts::Ca::new("ca").unwrap();
+    let other = devcerts::Ca::new("other").unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
+    std::fs::write(dir.join("other.pem"), other.cert_pem()).unwrap();
+    for (name, signer) in [("server", &ca), ("client", &ca), ("rogue", &other)] {
+        let issued = signer.issue(name, &sans).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), &issued.cert_pem).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), &issued.key_pem).unwrap();
     }
-    for (name, ca) in [("server", "ca"), ("client", "ca"), ("rogue", "other")] {
-        let (keyout, csr, out, subj) = (
-            format!("{name}-key.pem"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("/CN={name}"),
-        );
-        let (ca_cert, ca_key) = (format!("{ca}.pem"), format!("{ca}-key.pem"));
-        let mut req = vec!["req", "-subj", &subj, "-keyout", &keyout, "-out", &csr];
-        req.extend(key);
-        let sign = [
-            "x509",
-            "-req",
-            "-days",
-            "2",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_cert,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            &out,
-        ];
-        if !openssl(&req) || !openssl(&sign) {
-            return false;
-        }
-    }
-    true
 }
 
 fn tls_args(dir: &Path, ca: &str, cert: &str) -> TlsArgs {
@@ -205,10 +152,7 @@ async fn tail(addr: &str, tls: &TlsArgs) -> Output {
 async fn tls_good_and_bad() {
     let dir = std::env::temp_dir().join(format!("spillway-cli-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    if !make_certs(&dir) {
-        eprintln!("skipped: cannot make certificates with the openssl command");
-        return;
-    }
+    make_certs(&dir);
     let tls_addr = serve(&tls_args(&dir, "ca", "server")).await;
     let plaintext = TlsArgs {
         insecure_plaintext: true,
