@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use spillway_plumbing::batch::BatchPolicy;
+use spillway_plumbing::batch::BatchArgs;
 use spillway_plumbing::diode::PerCore;
 use spillway_plumbing::grpc::{self, DEFAULT_MAX_MESSAGE_BYTES, HostPort};
 use spillway_plumbing::ingress::IngressService;
@@ -54,12 +54,8 @@ pub struct Flags {
     /// Envelopes buffered per CPU core before the oldest are dropped.
     #[arg(long, default_value_t = 10_000)]
     pub buffer_per_core: usize,
-    /// Most envelopes in one batch to a router.
-    #[arg(long, default_value_t = 256)]
-    pub batch_size: usize,
-    /// Longest an envelope waits for its batch to fill (e.g. 5ms).
-    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
-    pub batch_interval: Duration,
+    #[command(flatten)]
+    pub batch: BatchArgs,
     /// Connections (BatchSender streams) kept to each router.
     #[arg(long, default_value_t = 2)]
     pub links_per_router: usize,
@@ -109,10 +105,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         flags.max_message_bytes,
     ));
 
-    let policy = BatchPolicy {
-        max_items: flags.batch_size.max(1),
-        linger: flags.batch_interval,
-    };
+    let policy = flags.batch.policy();
     shipper::spawn(
         diodes.clone(),
         routers,

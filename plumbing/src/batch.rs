@@ -61,6 +61,27 @@ impl Default for BatchPolicy {
     }
 }
 
+/// The `--batch-size` and `--batch-interval` flags, flattened into the
+/// flags of every binary that batches.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct BatchArgs {
+    /// Most envelopes in one batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Longest an envelope waits for its batch to fill (e.g. 5ms).
+    #[arg(long, default_value = "5ms", value_parser = crate::parse_duration)]
+    pub batch_interval: Duration,
+}
+
+impl BatchArgs {
+    pub fn policy(&self) -> BatchPolicy {
+        BatchPolicy {
+            max_items: self.batch_size.max(1),
+            linger: self.batch_interval,
+        }
+    }
+}
+
 /// Waits for the next batch from `source`: at least one item, at most
 /// `policy.max_items`, returned when full or `policy.linger` after the
 /// first item.

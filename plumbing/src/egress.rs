@@ -1,16 +1,17 @@
-//! Serving a diode to a v2 Egress consumer: the task that cuts batches
-//! out of a subscription's diode and writes them to the consumer's gRPC
-//! stream, shared by the router and the RLP.
+//! The v2 Egress gRPC service, shared by the router and the RLP: each call
+//! is a subscription ([`Subscribe`]) whose diode is served to the consumer
+//! by a task that cuts batches out of it ([`serve_diode`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use prost::Message as _;
-use spillway_proto::v2::{Envelope, EnvelopeBatch};
+use spillway_proto::v2::egress_server::{Egress, EgressServer};
+use spillway_proto::v2::{EgressBatchRequest, EgressRequest, Envelope, EnvelopeBatch};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
+use tonic::{Request, Response, Status};
 
 use crate::batch::{self, BatchPolicy};
 use crate::diode::Diode;
@@ -67,4 +68,42 @@ pub fn one_by_one(batches: BatchStream) -> EnvelopeStream {
         };
         futures::stream::iter(items)
     }))
+}
+
+/// What a binary does with a consumer's request: subscribe it and return
+/// the stream of its batches (usually made with [`serve_diode`]).
+pub trait Subscribe: Send + Sync + 'static {
+    fn subscribe(&self, request: EgressBatchRequest) -> Result<BatchStream, Status>;
+}
+
+/// The Egress service over any [`Subscribe`]; `Receiver` is `BatchedReceiver`
+/// one envelope at a time.
+pub struct EgressService<S>(S);
+
+impl<S: Subscribe> EgressService<S> {
+    pub fn server(subscribe: S) -> EgressServer<Self> {
+        EgressServer::new(EgressService(subscribe))
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Subscribe> Egress for EgressService<S> {
+    type ReceiverStream = EnvelopeStream;
+    type BatchedReceiverStream = BatchStream;
+
+    async fn receiver(
+        &self,
+        request: Request<EgressRequest>,
+    ) -> Result<Response<EnvelopeStream>, Status> {
+        Ok(Response::new(one_by_one(
+            self.0.subscribe(request.into_inner().into())?,
+        )))
+    }
+
+    async fn batched_receiver(
+        &self,
+        request: Request<EgressBatchRequest>,
+    ) -> Result<Response<BatchStream>, Status> {
+        Ok(Response::new(self.0.subscribe(request.into_inner())?))
+    }
 }

@@ -71,3 +71,16 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
+
+/// The end of every server binary's `main`: a start error is bad input
+/// (exit status 2, one line); otherwise serve until SIGINT/SIGTERM, or exit
+/// with status 1 if the server stops by itself.
+pub async fn run_until_signal(started: Result<tokio::task::JoinHandle<()>, String>) {
+    match started {
+        Ok(server) => tokio::select! {
+            _ = server => std::process::exit(1),
+            _ = shutdown_signal() => tracing::info!("stopping on signal"),
+        },
+        Err(e) => crate::config::exit_bad_input(&e),
+    }
+}

@@ -15,14 +15,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use spillway_plumbing::batch::BatchPolicy;
+use spillway_plumbing::batch::BatchArgs;
 use spillway_plumbing::grpc::{self, HostPort};
 use spillway_plumbing::metrics::{self, Direction, SelfMetrics};
 use spillway_plumbing::parse_duration;
 use spillway_plumbing::tls::TlsArgs;
 use spillway_proto::v2::{EnvelopeBatch, ingress_client::IngressClient};
 
-use crate::egress::EgressService;
+use crate::egress::RlpEgress;
 use crate::fanin::Fanin;
 
 /// Fans in from every router and serves consumers.
@@ -54,12 +54,8 @@ pub struct Flags {
     /// Envelopes buffered per consumer; a slow consumer loses its oldest.
     #[arg(long, default_value_t = 10_000)]
     pub consumer_buffer: usize,
-    /// Most envelopes in one batch to a consumer.
-    #[arg(long, default_value_t = 256)]
-    pub batch_size: usize,
-    /// Longest an envelope waits for its batch to fill (e.g. 5ms).
-    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
-    pub batch_interval: Duration,
+    #[command(flatten)]
+    pub batch: BatchArgs,
     /// Gateway: a heartbeat frame after this long without data.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
@@ -90,10 +86,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         flags.consumer_buffer,
         metrics.clone(),
     );
-    let policy = BatchPolicy {
-        max_items: flags.batch_size.max(1),
-        linger: flags.batch_interval,
-    };
+    let policy = flags.batch.policy();
     let timing = gateway::Timing {
         heartbeat: flags.heartbeat_interval,
         stream_timeout: flags.stream_timeout,
@@ -102,11 +95,8 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     let grpc_listener = grpc::bind("--addr", flags.addr).await?;
     let gateway_listener = grpc::bind("--gateway-addr", flags.gateway_addr).await?;
     let metrics_listener = grpc::bind("--metrics-addr", flags.metrics_addr).await?;
-    let server = grpc::server(&tls)?.add_service(EgressService::server(
-        fanin.clone(),
-        policy,
-        metrics.clone(),
-    ));
+    let server =
+        grpc::server(&tls)?.add_service(RlpEgress::server(fanin.clone(), policy, metrics.clone()));
 
     metrics::spawn_http(
         gateway_listener,

@@ -15,14 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use spillway_plumbing::batch::BatchPolicy;
+use spillway_plumbing::batch::BatchArgs;
 use spillway_plumbing::grpc::{self, DEFAULT_MAX_MESSAGE_BYTES};
 use spillway_plumbing::ingress::IngressService;
 use spillway_plumbing::metrics::{self, SelfMetrics};
 use spillway_plumbing::parse_duration;
 use spillway_plumbing::tls::TlsArgs;
 
-use crate::egress::EgressService;
+use crate::egress::RouterEgress;
 use crate::pubsub::PubSub;
 
 /// Receives envelopes from collectors and routes them to subscribers.
@@ -46,12 +46,8 @@ pub struct Flags {
     /// Envelopes buffered per subscription; a slow consumer loses its oldest.
     #[arg(long, default_value_t = 10_000)]
     pub subscription_buffer: usize,
-    /// Most envelopes in one batch to a consumer.
-    #[arg(long, default_value_t = 256)]
-    pub batch_size: usize,
-    /// Longest an envelope waits for its batch to fill (e.g. 5ms).
-    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
-    pub batch_interval: Duration,
+    #[command(flatten)]
+    pub batch: BatchArgs,
     /// How often the router emits its own metrics as envelopes.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub metrics_interval: Duration,
@@ -66,10 +62,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     let tls = flags.tls.load()?;
     let metrics = Arc::new(SelfMetrics::new("router"));
     let pubsub = PubSub::new(flags.subscription_buffer, metrics.clone());
-    let policy = BatchPolicy {
-        max_items: flags.batch_size.max(1),
-        linger: flags.batch_interval,
-    };
+    let policy = flags.batch.policy();
 
     let ingress = {
         let pubsub = pubsub.clone();
@@ -88,7 +81,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
             metrics.clone(),
             flags.max_message_bytes,
         ))
-        .add_service(EgressService::server(
+        .add_service(RouterEgress::server(
             pubsub.clone(),
             policy,
             metrics.clone(),
