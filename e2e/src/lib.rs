@@ -35,6 +35,8 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// A port that was free a moment ago. Ports are handed out from a
 /// per-process counter offset by the process id, and checked by binding.
+/// They stay in 20000..32000, below the kernel's ephemeral range (32768..),
+/// so that no outgoing connection takes one before its server binds it.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     loop {
@@ -43,7 +45,7 @@ pub fn free_port() -> u16 {
             + ((std::process::id() as u16)
                 .wrapping_mul(97)
                 .wrapping_add(n.wrapping_mul(7))
-                % 30_000);
+                % 12_000);
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
