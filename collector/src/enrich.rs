@@ -30,17 +30,14 @@ impl Enricher {
     }
 
     pub fn enrich(&self, e: &mut Envelope) {
-        e.fill_source_id_from_origin();
+        e.normalize_at_ingress();
         if e.timestamp == 0 {
             e.timestamp = now_nanos();
         }
         if !e.tags.contains_key("host") {
             e.tags.insert("host".into(), self.host.clone());
         }
-        if let Some(Message::Counter(c)) = &mut e.message
-            && c.total == 0
-            && c.delta != 0
-        {
+        if let Some(Message::Counter(c)) = &mut e.message {
             let mut tags: Vec<(String, String)> =
                 e.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             tags.sort();
@@ -50,12 +47,25 @@ impl Enricher {
                 tags,
             };
             let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
-            let total = totals.entry(key).or_default();
-            *total = total.wrapping_add(c.delta);
-            c.total = *total;
+            if totals.len() >= MAX_COUNTERS && !totals.contains_key(&key) {
+                // Like Loggregator's agent: forget all rather than grow
+                // without bound on counters with ever-new tags.
+                totals.clear();
+            }
+            if c.total == 0 && c.delta != 0 {
+                let total = totals.entry(key).or_default();
+                *total = total.wrapping_add(c.delta);
+                c.total = *total;
+            } else if c.total != 0 {
+                // An emitter that keeps its own total: continue from it.
+                totals.insert(key, c.total);
+            }
         }
     }
 }
+
+/// Counters whose totals the collector keeps at most.
+const MAX_COUNTERS: usize = 10_000;
 
 #[cfg(test)]
 mod tests {
@@ -86,10 +96,16 @@ mod tests {
         }
         assert_eq!(seen, vec![2, 5, 1, 4, 10]);
 
-        // An emitter that keeps its own total is left alone.
+        // An emitter that keeps its own total is left alone, and later
+        // deltas continue from it.
         let mut e = Envelope::counter("a", "c", 1, 100);
+        e.tags.insert("t".into(), "x".into());
         en.enrich(&mut e);
         assert_eq!(total(&e), 100);
+        let mut e = Envelope::counter("a", "c", 2, 0);
+        e.tags.insert("t".into(), "x".into());
+        en.enrich(&mut e);
+        assert_eq!(total(&e), 102);
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub fn spawn(
         loop {
             let mut envelopes = batch::next_batch(&*diodes, policy).await;
             let before = envelopes.len();
-            envelopes.retain(|e| batch_entry_len(e) <= max_bytes);
+            envelopes.retain(|e| batch_entry_len(e) <= max_message_bytes);
             batcher_metrics.dropped(Direction::Egress, (before - envelopes.len()) as u64);
             for chunk in batch::chunk_by_bytes(envelopes, max_bytes, batch_entry_len) {
                 if tx.send(EnvelopeBatch { batch: chunk }).await.is_err() {
@@ -81,8 +81,6 @@ fn batch_entry_len(e: &Envelope) -> usize {
 async fn link(peer: HostPort, endpoint: Endpoint, queue: Queue, metrics: Arc<SelfMetrics>) {
     let mut backoff = Backoff::for_peers();
     let mut complaints = RateLimited::new(Duration::from_secs(10));
-    // A batch taken from the queue but not yet handed to a stream.
-    let mut pending: Option<EnvelopeBatch> = None;
     loop {
         let channel = match endpoint.connect().await {
             Ok(c) => c,
@@ -104,15 +102,14 @@ async fn link(peer: HostPort, endpoint: Endpoint, queue: Queue, metrics: Arc<Sel
                 p = stream_tx.reserve() => match p { Ok(p) => p, Err(_) => break None },
                 r = &mut call => break Some(r),
             };
-            let next = match pending.take() {
-                Some(b) => b,
-                None => tokio::select! {
-                    b = async { queue.lock().await.recv().await } => match b {
-                        Some(b) => b,
-                        None => return,
-                    },
-                    r = &mut call => break Some(r),
+            // `recv` is cancel-safe: a batch is either taken and sent
+            // below, or left in the queue for another link.
+            let next = tokio::select! {
+                b = async { queue.lock().await.recv().await } => match b {
+                    Some(b) => b,
+                    None => return,
                 },
+                r = &mut call => break Some(r),
             };
             let n = next.batch.len() as u64;
             permit.send(next);

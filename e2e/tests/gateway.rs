@@ -590,3 +590,44 @@ async fn gateway_clients_with_one_shard_id_split_the_stream() {
         got[1].len()
     );
 }
+
+/// A client that stops reading (its socket buffers full) has its stream
+/// ended after two heartbeat intervals without taking a frame, so it cannot
+/// keep its stream slot or its subscriptions forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_loses_its_stream() {
+    let certs = Certs::new();
+    let router = Router::start(&certs, &[]);
+    let rlp = Rlp::start(&certs, &[&router], &["--heartbeat-interval", "1s"]);
+    let collector = Collector::start(&certs, &[&router], &[]);
+
+    // A raw connection that asks for a stream and never reads.
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", rlp.gateway_port)).unwrap();
+    std::io::Write::write_all(
+        &mut stalled,
+        b"GET /v2/read?log&source_id=flood HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    subscribed(&router, 1).await;
+
+    // Far more than the socket buffers hold.
+    let mut ingress = collector.client(&certs).await;
+    let payload = vec![b'z'; 8 * 1024];
+    for _ in 0..100 {
+        let batch = (0..100)
+            .map(|_| v2::Envelope::log(1, "flood", "0", payload.clone(), v2::log::Type::Out))
+            .collect();
+        ingress.send(v2::EnvelopeBatch { batch }).await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the stalled stream was ended",
+        || metric(rlp.metrics_port, "spillway_subscriptions") == Some(0),
+    )
+    .await;
+    eventually(WAIT, "the router dropped the subscription", || {
+        router.subscriptions() == 0
+    })
+    .await;
+    drop(stalled);
+}

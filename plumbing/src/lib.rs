@@ -36,18 +36,47 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Parses durations such as `50ms`, `15s`, `2m` (clap value parser).
+/// Parses durations such as `50ms`, `15s`, `2m` (clap value parser):
+/// more than zero and at most 30 days.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let bad =
+        || format!("`{s}` is not a duration like 50ms, 15s or 2m (more than 0, at most 30 days)");
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit())
         .map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 50ms, 15s or 2m"))?;
-    Ok(match unit {
-        "ms" => std::time::Duration::from_millis(n),
-        "s" | "" => std::time::Duration::from_secs(n),
-        "m" => std::time::Duration::from_secs(n * 60),
-        _ => return Err(format!("`{s}` is not a duration like 50ms, 15s or 2m")),
-    })
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() || d > Duration::from_secs(30 * 24 * 3600) {
+        return Err(bad());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_and_bad_ones_are_refused() {
+        assert_eq!(super::parse_duration("50ms"), Ok(Duration::from_millis(50)));
+        assert_eq!(super::parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(super::parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in [
+            "0s",
+            "0",
+            "5h",
+            "x",
+            "",
+            "99999999999999999999m",
+            "31000000m",
+        ] {
+            assert!(super::parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

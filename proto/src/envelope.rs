@@ -69,6 +69,19 @@ impl v2::Envelope {
         }
     }
 
+    /// What every stage that takes envelopes from the network applies:
+    /// the source id fallback, and a log type outside the enum (prost keeps
+    /// any `i32`) read as `OUT`, so that every later stage can rely on it
+    /// (protobuf-JSON has no name for other values).
+    pub fn normalize_at_ingress(&mut self) {
+        self.fill_source_id_from_origin();
+        if let Some(Message::Log(l)) = &mut self.message
+            && v2::log::Type::try_from(l.r#type).is_err()
+        {
+            l.r#type = v2::log::Type::Out as i32;
+        }
+    }
+
     /// A log envelope.
     pub fn log(
         timestamp: i64,
@@ -217,6 +230,20 @@ mod tests {
         e.tags.insert("origin".into(), "new".into());
         e.fill_source_id_from_origin();
         assert_eq!(e.source_id, "mine", "a set source id is kept");
+    }
+
+    #[test]
+    fn an_unknown_log_type_reads_as_out() {
+        let mut e = v2::Envelope::log(1, "a", "0", "x", v2::log::Type::Err);
+        if let Some(Message::Log(l)) = &mut e.message {
+            l.r#type = 7;
+        }
+        assert!(
+            serde_json::to_string(&e).is_err(),
+            "pbjson cannot name type 7"
+        );
+        e.normalize_at_ingress();
+        assert!(serde_json::to_string(&e).unwrap().contains("\"OUT\""));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! `heartbeat` without data, and a closing frame ends the stream at
 //! `stream_timeout`. Errors are JSON `{"error": CODE, "message": TEXT}`.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,11 +19,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
 use spillway_plumbing::batch::{self, BatchPolicy};
-use spillway_plumbing::metrics::SelfMetrics;
+use spillway_plumbing::metrics::{Direction, SelfMetrics};
 use spillway_proto::v2::{
     CounterSelector, EgressBatchRequest, EnvelopeBatch, EventSelector, GaugeSelector, LogSelector,
     Selector, TimerSelector, selector::Message,
 };
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::fanin::{Consumer, Fanin, Refused};
 
@@ -183,20 +186,11 @@ async fn read(State(gw): State<Arc<Gateway>>, RawQuery(query): RawQuery) -> Resp
                 "streaming is temporarily unavailable",
             );
         }
-        Err(Refused::Invalid(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "missing_envelope_type",
-                "query must provide at least one envelope type",
-            );
+        Err(Refused::Invalid(msg)) => {
+            return error(StatusCode::BAD_REQUEST, "invalid_request", &msg);
         }
     };
-    // hyper writes the response head together with the first non-empty body
-    // chunk. An SSE comment (a line starting with ':', which SSE parsers
-    // ignore) sends the head at once, so a client knows the stream is open
-    // before the first frame, as Loggregator's gateway flushes its headers.
-    let head_now = futures::stream::once(async { Ok(Bytes::from_static(b":\n\n")) });
-    let body = Body::from_stream(head_now.chain(sse_frames(consumer, gw)));
+    let body = sse_body(consumer, gw);
     (
         StatusCode::OK,
         [
@@ -209,45 +203,72 @@ async fn read(State(gw): State<Arc<Gateway>>, RawQuery(query): RawQuery) -> Resp
         .into_response()
 }
 
-enum Step {
-    Data(Bytes),
-    Closing,
+/// Streams SSE frames for one consumer from a task that owns the
+/// subscription: data, heartbeats, then the closing frame at the stream
+/// timeout. A client that does not take a frame within two heartbeat
+/// intervals (stopped reading, or gone without closing its connection) has
+/// its stream ended, so it cannot keep a stream slot and its subscriptions.
+fn sse_body(consumer: Consumer, gw: Arc<Gateway>) -> Body {
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    tokio::spawn(async move {
+        let stuck = gw.timing.heartbeat * 2;
+        let deadline = tokio::time::Instant::now() + gw.timing.stream_timeout;
+        // hyper writes the response head together with the first non-empty
+        // body chunk. An SSE comment (a line starting with ':', which SSE
+        // parsers ignore) sends the head at once, so a client knows the
+        // stream is open before the first frame, as Loggregator's gateway
+        // flushes its headers.
+        if tx
+            .send_timeout(Bytes::from_static(b":\n\n"), stuck)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            let (frame, envelopes) = tokio::select! {
+                // Wait for data first, then cut the batch outside the select
+                // so that a heartbeat can never interrupt (and lose) a batch.
+                _ = until_not_empty(&consumer) => {
+                    let envelopes = batch::next_batch(&*consumer.diode, gw.policy).await;
+                    let n = envelopes.len() as u64;
+                    match data_frame(EnvelopeBatch { batch: envelopes }) {
+                        Some(frame) => (frame, n),
+                        None => {
+                            gw.metrics.dropped(Direction::Egress, n);
+                            continue;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(gw.timing.heartbeat) => {
+                    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+                    (Bytes::from(format!("event: heartbeat\ndata: {now}\n\n")), 0)
+                }
+                // hyper dropped the body: the client is gone.
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    let closing = Bytes::from_static(b"event: closing\ndata: closing due to stream timeout\n\n");
+                    let _ = tx.send_timeout(closing, stuck).await;
+                    return;
+                }
+            };
+            if tx.send_timeout(frame, stuck).await.is_err() {
+                gw.metrics.dropped(Direction::Egress, envelopes);
+                return;
+            }
+            gw.metrics.egress.inc_by(envelopes);
+        }
+    });
+    Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>))
 }
 
-/// The SSE frames for one consumer: data, heartbeats, then closing.
-fn sse_frames(
-    consumer: Consumer,
-    gw: Arc<Gateway>,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    let deadline = tokio::time::Instant::now() + gw.timing.stream_timeout;
-    futures::stream::unfold(Some((consumer, gw)), move |state| async move {
-        let (consumer, gw) = state?;
-        let step = tokio::select! {
-            // Wait for data first, then cut the batch outside the select so
-            // that a heartbeat can never interrupt (and lose) a batch.
-            _ = until_not_empty(&consumer) => {
-                let envelopes = batch::next_batch(&*consumer.diode, gw.policy).await;
-                let n = envelopes.len() as u64;
-                let json = serde_json::to_string(&EnvelopeBatch { batch: envelopes }).expect("envelopes serialize");
-                gw.metrics.egress.inc_by(n);
-                Step::Data(Bytes::from(format!("data: {json}\n\n")))
-            }
-            _ = tokio::time::sleep(gw.timing.heartbeat) => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-                Step::Data(Bytes::from(format!("event: heartbeat\ndata: {now}\n\n")))
-            }
-            _ = tokio::time::sleep_until(deadline) => Step::Closing,
-        };
-        match step {
-            Step::Data(frame) => Some((Ok(frame), Some((consumer, gw)))),
-            Step::Closing => Some((
-                Ok(Bytes::from_static(
-                    b"event: closing\ndata: closing due to stream timeout\n\n",
-                )),
-                None,
-            )),
-        }
-    })
+/// `data: <batch as protobuf-JSON>` and a blank line; `None` if the batch
+/// has no protobuf-JSON form (ingress normalisation should prevent that).
+fn data_frame(batch: EnvelopeBatch) -> Option<Bytes> {
+    let mut frame = b"data: ".to_vec();
+    serde_json::to_writer(&mut frame, &batch).ok()?;
+    frame.extend_from_slice(b"\n\n");
+    Some(Bytes::from(frame))
 }
 
 async fn until_not_empty(consumer: &Consumer) {

@@ -68,7 +68,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         let pubsub = pubsub.clone();
         Arc::new(move |mut batch: Vec<spillway_proto::v2::Envelope>| {
             for e in &mut batch {
-                e.fill_source_id_from_origin();
+                e.normalize_at_ingress();
             }
             pubsub.publish(batch)
         })

@@ -59,7 +59,9 @@ struct Snapshot {
 }
 
 struct Group {
-    next: AtomicUsize,
+    /// The round-robin position, kept across snapshots so that subscription
+    /// churn does not favour the first member.
+    next: Arc<AtomicUsize>,
     deterministic: bool,
 }
 
@@ -125,7 +127,8 @@ impl PubSub {
         let mut guard = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
         let mut subs = guard.subs.clone();
         change(&mut subs);
-        *guard = Arc::new(Snapshot::build(subs));
+        let positions = guard.round_robin_positions();
+        *guard = Arc::new(Snapshot::build(subs, &positions));
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -167,9 +170,14 @@ impl PubSub {
             // so `grouped` is sorted by group.
             for run in grouped.chunk_by(|a, b| a.0 == b.0) {
                 let group = &snap.groups[run[0].0];
-                let pick = match metric_hash(&envelope) {
-                    Some(h) if group.deterministic => (h % run.len() as u64) as usize,
-                    _ => group.next.fetch_add(1, Ordering::Relaxed) % run.len(),
+                let hash = if group.deterministic {
+                    metric_hash(&envelope)
+                } else {
+                    None
+                };
+                let pick = match hash {
+                    Some(h) => (h % run.len() as u64) as usize,
+                    None => group.next.fetch_add(1, Ordering::Relaxed) % run.len(),
                 };
                 self.deliver(&snap.subs[run[pick].1], &envelope);
             }
@@ -184,7 +192,23 @@ impl PubSub {
 }
 
 impl Snapshot {
-    fn build(mut subs: Vec<Arc<Subscription>>) -> Snapshot {
+    /// Each shard group's round-robin position, by shard id.
+    fn round_robin_positions(&self) -> HashMap<String, Arc<AtomicUsize>> {
+        let mut positions = HashMap::new();
+        for (i, g) in self.group_of.iter().enumerate() {
+            if let Some(g) = g {
+                positions
+                    .entry(self.subs[i].shard_id.clone())
+                    .or_insert_with(|| self.groups[*g].next.clone());
+            }
+        }
+        positions
+    }
+
+    fn build(
+        mut subs: Vec<Arc<Subscription>>,
+        positions: &HashMap<String, Arc<AtomicUsize>>,
+    ) -> Snapshot {
         subs.sort_by(|a, b| {
             (&a.shard_id, &a.deterministic_name, a.id).cmp(&(
                 &b.shard_id,
@@ -197,8 +221,9 @@ impl Snapshot {
             let group = (!sub.shard_id.is_empty()).then(|| {
                 let same_as_previous = i > 0 && subs[i - 1].shard_id == sub.shard_id;
                 if !same_as_previous {
+                    let next = positions.get(&sub.shard_id).cloned().unwrap_or_default();
                     snap.groups.push(Group {
-                        next: AtomicUsize::new(0),
+                        next,
                         deterministic: false,
                     });
                 }
@@ -355,6 +380,20 @@ mod tests {
         assert_eq!(seen.len(), 1000, "each envelope to exactly one member");
         assert_eq!(drain(&other).len(), 1000);
         assert_eq!(drain(&plain).len(), 1000);
+    }
+
+    #[test]
+    fn round_robin_stays_fair_while_other_subscriptions_come_and_go() {
+        let ps = pubsub();
+        let sel = || vec![WireSelector::of(Kind::Log, "")];
+        let a = ps.subscribe(&request("s", "", sel())).unwrap();
+        let b = ps.subscribe(&request("s", "", sel())).unwrap();
+        for i in 0..100 {
+            // Each change rebuilds the snapshot; the group keeps its place.
+            drop(ps.subscribe(&request("other", "", sel())).unwrap());
+            ps.publish(vec![log("x", i)]);
+        }
+        assert_eq!((drain(&a).len(), drain(&b).len()), (50, 50));
     }
 
     #[test]
