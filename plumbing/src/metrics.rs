@@ -38,6 +38,23 @@ impl Direction {
     }
 }
 
+/// The `--metrics-interval` and `--instance-id` flags of the router and RLP.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SelfMetricsArgs {
+    /// How often this process emits its own metrics as envelopes.
+    #[arg(long, default_value = "15s", value_parser = crate::parse_duration)]
+    pub metrics_interval: Duration,
+    /// Instance id of this process's own metric envelopes (default: hostname).
+    #[arg(long)]
+    pub instance_id: Option<String>,
+}
+
+impl SelfMetricsArgs {
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(crate::hostname)
+    }
+}
+
 /// The counters every binary keeps.
 pub struct SelfMetrics {
     registry: Registry,

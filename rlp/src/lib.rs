@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::Parser;
 use spillway_plumbing::batch::BatchArgs;
 use spillway_plumbing::grpc::{self, HostPort};
-use spillway_plumbing::metrics::{self, Direction, SelfMetrics};
+use spillway_plumbing::metrics::{self, Direction, SelfMetrics, SelfMetricsArgs};
 use spillway_plumbing::parse_duration;
 use spillway_plumbing::tls::TlsArgs;
 use spillway_proto::v2::{EnvelopeBatch, ingress_client::IngressClient};
@@ -62,12 +62,8 @@ pub struct Flags {
     /// Gateway: streams are closed (with a closing frame) after this long.
     #[arg(long, default_value = "14m", value_parser = parse_duration)]
     pub stream_timeout: Duration,
-    /// How often the RLP emits its own metrics (sent to a router).
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    pub metrics_interval: Duration,
-    /// Instance id of the RLP's own metric envelopes (default: hostname).
-    #[arg(long)]
-    pub instance_id: Option<String>,
+    #[command(flatten)]
+    pub self_metrics: SelfMetricsArgs,
 }
 
 /// Starts the RLP. Errors here are bad input (files, addresses) and should
@@ -131,24 +127,25 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
 /// routers (v2 Ingress `Send`, one router after another), and from there to
 /// every consumer that selects them.
 fn spawn_self_metrics(fanin: &Arc<Fanin>, metrics: &Arc<SelfMetrics>, flags: &Flags) {
-    let instance = flags
-        .instance_id
-        .clone()
-        .unwrap_or_else(spillway_plumbing::hostname);
+    let instance = flags.self_metrics.instance_id();
     let routers: Vec<_> = fanin.routers().iter().map(|(_, c)| c.clone()).collect();
     let next = Arc::new(AtomicUsize::new(0));
     let m = metrics.clone();
-    metrics.spawn_emitter(instance, flags.metrics_interval, move |envelopes| {
-        let channel = routers[next.fetch_add(1, Ordering::Relaxed) % routers.len()].clone();
-        let m = m.clone();
-        tokio::spawn(async move {
-            let n = envelopes.len() as u64;
-            let mut client = IngressClient::new(channel);
-            let send = client.send(EnvelopeBatch { batch: envelopes });
-            match tokio::time::timeout(Duration::from_secs(5), send).await {
-                Ok(Ok(_)) => {}
-                _ => m.dropped(Direction::Egress, n),
-            }
-        });
-    });
+    metrics.spawn_emitter(
+        instance,
+        flags.self_metrics.metrics_interval,
+        move |envelopes| {
+            let channel = routers[next.fetch_add(1, Ordering::Relaxed) % routers.len()].clone();
+            let m = m.clone();
+            tokio::spawn(async move {
+                let n = envelopes.len() as u64;
+                let mut client = IngressClient::new(channel);
+                let send = client.send(EnvelopeBatch { batch: envelopes });
+                match tokio::time::timeout(Duration::from_secs(5), send).await {
+                    Ok(Ok(_)) => {}
+                    _ => m.dropped(Direction::Egress, n),
+                }
+            });
+        },
+    );
 }

@@ -12,14 +12,12 @@ pub mod selectors;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use spillway_plumbing::batch::BatchArgs;
 use spillway_plumbing::grpc::{self, DEFAULT_MAX_MESSAGE_BYTES};
 use spillway_plumbing::ingress::IngressService;
-use spillway_plumbing::metrics::{self, SelfMetrics};
-use spillway_plumbing::parse_duration;
+use spillway_plumbing::metrics::{self, SelfMetrics, SelfMetricsArgs};
 use spillway_plumbing::tls::TlsArgs;
 
 use crate::egress::RouterEgress;
@@ -48,12 +46,8 @@ pub struct Flags {
     pub subscription_buffer: usize,
     #[command(flatten)]
     pub batch: BatchArgs,
-    /// How often the router emits its own metrics as envelopes.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    pub metrics_interval: Duration,
-    /// Instance id of the router's own metric envelopes (default: hostname).
-    #[arg(long)]
-    pub instance_id: Option<String>,
+    #[command(flatten)]
+    pub self_metrics: SelfMetricsArgs,
 }
 
 /// Starts the router. Errors here are bad input (files, addresses) and
@@ -88,15 +82,14 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         ));
 
     metrics::spawn_http(http_listener, metrics::http_routes(metrics.clone()));
-    let instance = flags
-        .instance_id
-        .clone()
-        .unwrap_or_else(spillway_plumbing::hostname);
+    let instance = flags.self_metrics.instance_id();
     {
         let pubsub = pubsub.clone();
-        metrics.spawn_emitter(instance, flags.metrics_interval, move |envelopes| {
-            pubsub.publish(envelopes)
-        });
+        metrics.spawn_emitter(
+            instance,
+            flags.self_metrics.metrics_interval,
+            move |envelopes| pubsub.publish(envelopes),
+        );
     }
     tracing::info!(
         "spillway-router serving gRPC on {} ({}), metrics on http://{}",
