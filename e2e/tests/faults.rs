@@ -153,14 +153,16 @@ async fn a_consumer_that_stops_reading_does_not_slow_the_others() {
     })
     .await;
     sender.await.unwrap();
+    // Batches travel over several links per router and from per-core
+    // diodes, so order across batches is not promised (nor is it by
+    // Loggregator): check that each envelope arrived exactly once.
     let mut numbers: Vec<u64> = got.iter().filter_map(number_of).collect();
-    numbers.dedup();
+    numbers.sort_unstable();
     assert_eq!(
-        numbers.len() as u64,
-        N,
-        "the reading consumer got everything"
+        numbers,
+        (0..N).collect::<Vec<_>>(),
+        "the reading consumer got each envelope exactly once"
     );
-    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "in order");
 
     eventually(
         Duration::from_secs(10),
