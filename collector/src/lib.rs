@@ -5,7 +5,9 @@
 //! counter totals, `host` tag) → the per-core diodes → [`shipper`] batches
 //! them to the routers over gRPC BatchSender streams.
 
+pub mod container;
 pub mod enrich;
+pub mod lines;
 pub mod shipper;
 
 use std::net::SocketAddr;
