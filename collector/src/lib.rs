@@ -8,6 +8,7 @@
 pub mod container;
 pub mod enrich;
 pub mod lines;
+pub mod output;
 pub mod shipper;
 
 use std::net::SocketAddr;
