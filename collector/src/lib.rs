@@ -109,8 +109,10 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     ));
 
     let policy = flags.batch.policy();
+    let shards: Arc<PerCore<Envelope>> = PerCore::for_this_machine(flags.buffer_per_core);
     shipper::spawn(
         diodes.clone(),
+        shards,
         routers,
         flags.links_per_router,
         policy,

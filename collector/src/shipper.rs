@@ -1,14 +1,26 @@
-//! Shipping: envelopes from the per-core diodes to the routers.
+//! Shipping: envelopes from the diodes to the routers.
 //!
-//! One batcher drains the diodes into batches and offers them on a small
-//! shared queue. Every router gets a pool of links; a link that is connected
-//! pulls the next batch and writes it to its BatchSender stream. Load
-//! balances itself (a busy link pulls less) and fails over (a dead link
-//! pulls nothing while it redials with backoff). When every router is
-//! down, the queue fills, the batcher stops draining, and the diodes drop
+//! A *lane* is a task that cuts one source of envelopes into batches and
+//! hands them to *links* (BatchSender streams to routers; several per
+//! router, interleaved over the routers, each redialled with backoff).
+//! There are two kinds of lanes:
+//!
+//! - **Ordered lanes**, one per container shard diode ([`crate::output`]
+//!   puts all of a stream's lines in one shard). An ordered lane sticks to
+//!   one link while that link is up, so the shard's envelopes reach the
+//!   router in the order they were parked, and a container's lines stay in
+//!   order end to end. Lane `i` starts on link `i`, which spreads the shards
+//!   over the routers; when its link fails it moves to the next live one.
+//! - **The app lane** drains the per-core diodes of the v2 Ingress API and
+//!   deals its batches round-robin over the live links, as Loggregator's
+//!   agent does: apps get load balancing, and (like Loggregator) no order
+//!   promise across batches.
+//!
+//! When every router is down, lanes wait, the diodes fill, and they drop
 //! their oldest envelopes and count them: producers are never slowed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prost::Message as _;
@@ -19,13 +31,50 @@ use spillway_plumbing::grpc::HostPort;
 use spillway_plumbing::logging::{RateLimited, error_chain};
 use spillway_plumbing::metrics::{Direction, SelfMetrics};
 use spillway_proto::v2::{Envelope, EnvelopeBatch, ingress_client::IngressClient};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
-type Queue = Arc<Mutex<mpsc::Receiver<EnvelopeBatch>>>;
+/// A lane's handle on one link.
+struct Link {
+    peer: HostPort,
+    inbox: mpsc::Sender<EnvelopeBatch>,
+    up: AtomicBool,
+}
 
-/// Starts the batcher and `links_per_router` links to each router.
+/// Everything lanes need to pick a link.
+struct Links {
+    links: Vec<Link>,
+    /// Signalled when a link comes up.
+    changed: Notify,
+}
+
+impl Links {
+    /// The link a lane should use: `current` while it is up, else the first
+    /// live one from `preferred` on. Waits while none is up.
+    async fn pick(&self, current: Option<usize>, preferred: usize) -> usize {
+        if let Some(i) = current.filter(|&i| self.links[i].up.load(Ordering::Acquire)) {
+            return i;
+        }
+        loop {
+            let changed = self.changed.notified();
+            let n = self.links.len();
+            if let Some(i) = (0..n)
+                .map(|k| (preferred + k) % n)
+                .find(|&i| self.links[i].up.load(Ordering::Acquire))
+            {
+                return i;
+            }
+            // Also wake now and then: a wake-up between the check and the
+            // wait is not lost (`notified` was created first), but be
+            // robust to links that flap.
+            let _ = tokio::time::timeout(Duration::from_millis(500), changed).await;
+        }
+    }
+}
+
+/// Starts `links_per_router` links to each router, the app lane over
+/// `apps` and an ordered lane per diode of `shards`.
 ///
 /// Messages to the routers stay within `max_message_bytes`, the limit the
 /// routers are expected to share with this collector (`--max-message-bytes`).
@@ -33,39 +82,105 @@ type Queue = Arc<Mutex<mpsc::Receiver<EnvelopeBatch>>>;
 /// was accepted near the limit over it) is dropped and counted here, since
 /// the router would refuse it and fail the whole stream.
 pub fn spawn(
-    diodes: Arc<PerCore<Envelope>>,
+    apps: Arc<PerCore<Envelope>>,
+    shards: Arc<PerCore<Envelope>>,
     routers: Vec<(HostPort, Endpoint)>,
     links_per_router: usize,
     policy: BatchPolicy,
     max_message_bytes: usize,
     metrics: Arc<SelfMetrics>,
 ) {
-    let links = routers.len() * links_per_router.max(1);
-    let (tx, rx) = mpsc::channel::<EnvelopeBatch>(links.max(1));
-    let queue: Queue = Arc::new(Mutex::new(rx));
-    let max_bytes = max_message_bytes.min(batch::MAX_BATCH_BYTES);
-    let batcher_metrics = metrics.clone();
-    tokio::spawn(async move {
+    let per_router = links_per_router.max(1);
+    let mut links = Vec::new();
+    let mut inboxes = Vec::new();
+    // Interleaved: link 0 to router 0, link 1 to router 1, ...
+    for _ in 0..per_router {
+        for (peer, endpoint) in &routers {
+            let (inbox, rx) = mpsc::channel(1);
+            links.push(Link {
+                peer: peer.clone(),
+                inbox,
+                up: AtomicBool::new(false),
+            });
+            inboxes.push((endpoint.clone(), rx));
+        }
+    }
+    let links = Arc::new(Links {
+        links,
+        changed: Notify::new(),
+    });
+    for (i, (endpoint, rx)) in inboxes.into_iter().enumerate() {
+        tokio::spawn(run_link(links.clone(), i, endpoint, rx, metrics.clone()));
+    }
+    let lane = Lane {
+        links,
+        policy,
+        max_message_bytes,
+        metrics,
+    };
+    tokio::spawn(lane.clone().run(apps, None));
+    for shard in 0..shards.cores() {
+        let shards = shards.clone();
+        tokio::spawn(lane.clone().run(DiodeOf(shards, shard), Some(shard)));
+    }
+}
+
+/// One diode of a [`PerCore`], as a batch source of its own.
+struct DiodeOf(Arc<PerCore<Envelope>>, usize);
+
+impl batch::Source<Envelope> for DiodeOf {
+    fn drain_into(&self, out: &mut Vec<Envelope>, max: usize) -> usize {
+        self.0.diode(self.1).drain_into(out, max)
+    }
+
+    fn ready(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.0.diode(self.1).ready()
+    }
+}
+
+#[derive(Clone)]
+struct Lane {
+    links: Arc<Links>,
+    policy: BatchPolicy,
+    max_message_bytes: usize,
+    metrics: Arc<SelfMetrics>,
+}
+
+impl Lane {
+    /// Batches `source` forever. With `sticky = Some(i)` it keeps to one link
+    /// (starting at link `i`); with `None` it deals batches round-robin.
+    async fn run(self, source: impl batch::Source<Envelope>, sticky: Option<usize>) {
+        let max_bytes = self.max_message_bytes.min(batch::MAX_BATCH_BYTES);
+        let mut current = None;
+        let mut next = sticky.unwrap_or(0);
         loop {
-            let mut envelopes = batch::next_batch(&*diodes, policy).await;
+            let mut envelopes = batch::next_batch(&source, self.policy).await;
             let before = envelopes.len();
-            envelopes.retain(|e| batch_entry_len(e) <= max_message_bytes);
-            batcher_metrics.dropped(Direction::Egress, (before - envelopes.len()) as u64);
+            envelopes.retain(|e| batch_entry_len(e) <= self.max_message_bytes);
+            self.metrics
+                .dropped(Direction::Egress, (before - envelopes.len()) as u64);
+            if self.links.links.is_empty() {
+                // No router configured: what was taken is lost, and counted.
+                self.metrics
+                    .dropped(Direction::Egress, envelopes.len() as u64);
+                continue;
+            }
             for chunk in batch::chunk_by_bytes(envelopes, max_bytes, batch_entry_len) {
-                if tx.send(EnvelopeBatch { batch: chunk }).await.is_err() {
-                    return;
+                let i = self.links.pick(current, next).await;
+                if sticky.is_some() {
+                    current = Some(i);
+                } else {
+                    next = i + 1;
+                }
+                let n = chunk.len() as u64;
+                let sent = self.links.links[i]
+                    .inbox
+                    .send(EnvelopeBatch { batch: chunk })
+                    .await;
+                if sent.is_err() {
+                    self.metrics.dropped(Direction::Egress, n);
                 }
             }
-        }
-    });
-    for (peer, endpoint) in routers {
-        for _ in 0..links_per_router.max(1) {
-            tokio::spawn(link(
-                peer.clone(),
-                endpoint.clone(),
-                queue.clone(),
-                metrics.clone(),
-            ));
         }
     }
 }
@@ -77,8 +192,17 @@ fn batch_entry_len(e: &Envelope) -> usize {
     1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
-/// One connection to a router, redialled forever.
-async fn link(peer: HostPort, endpoint: Endpoint, queue: Queue, metrics: Arc<SelfMetrics>) {
+/// One connection to a router, redialled forever. It writes the batches
+/// lanes put in its inbox to its BatchSender stream.
+async fn run_link(
+    links: Arc<Links>,
+    me: usize,
+    endpoint: Endpoint,
+    mut inbox: mpsc::Receiver<EnvelopeBatch>,
+    metrics: Arc<SelfMetrics>,
+) {
+    let link = &links.links[me];
+    let peer = &link.peer;
     let mut backoff = Backoff::for_peers();
     let mut complaints = RateLimited::new(Duration::from_secs(10));
     loop {
@@ -96,16 +220,21 @@ async fn link(peer: HostPort, endpoint: Endpoint, queue: Queue, metrics: Arc<Sel
         let mut client = IngressClient::new(channel).max_encoding_message_size(usize::MAX);
         let call = client.batch_sender(ReceiverStream::new(stream_rx));
         tokio::pin!(call);
+        // Batches handed over while the link was down are stale now:
+        // sending them would put them behind newer ones on another link.
+        while let Ok(b) = inbox.try_recv() {
+            metrics.dropped(Direction::Egress, b.batch.len() as u64);
+        }
+        link.up.store(true, Ordering::Release);
+        links.changed.notify_waiters();
         let mut healthy = false;
         let ended = loop {
             let permit = tokio::select! {
                 p = stream_tx.reserve() => match p { Ok(p) => p, Err(_) => break None },
                 r = &mut call => break Some(r),
             };
-            // `recv` is cancel-safe: a batch is either taken and sent
-            // below, or left in the queue for another link.
             let next = tokio::select! {
-                b = async { queue.lock().await.recv().await } => match b {
+                b = inbox.recv() => match b {
                     Some(b) => b,
                     None => return,
                 },
@@ -119,6 +248,13 @@ async fn link(peer: HostPort, endpoint: Endpoint, queue: Queue, metrics: Arc<Sel
                 backoff.reset();
             }
         };
+        link.up.store(false, Ordering::Release);
+        // A batch a lane handed over just before the failure would wait
+        // here until the router is back, then arrive out of order: it is
+        // dropped and counted instead, like those lost in flight.
+        while let Ok(b) = inbox.try_recv() {
+            metrics.dropped(Direction::Egress, b.batch.len() as u64);
+        }
         match ended {
             Some(Err(status)) => {
                 complaints.warn(|| format!("stream to router {peer} failed: {}", status.message()))

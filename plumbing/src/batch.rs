@@ -45,6 +45,16 @@ impl<T: Send> Source<T> for PerCore<T> {
     }
 }
 
+impl<T, S: Source<T> + ?Sized> Source<T> for std::sync::Arc<S> {
+    fn drain_into(&self, out: &mut Vec<T>, max: usize) -> usize {
+        (**self).drain_into(out, max)
+    }
+
+    fn ready(&self) -> impl Future<Output = ()> + Send {
+        (**self).ready()
+    }
+}
+
 /// How batches are cut.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchPolicy {
