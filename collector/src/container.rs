@@ -68,7 +68,8 @@ impl Container {
         self.labels
             .get("com.docker.compose.container-number")
             .filter(|s| !s.is_empty())
-            .map_or_else(|| &self.id[..self.id.len().min(12)], |s| s)
+            .map(String::as_str)
+            .unwrap_or_else(|| &self.id[..self.id.len().min(12)])
     }
 
     /// Opted out with `LOGSPOUT=ignore`, `SPILLWAY=ignore` or the label
@@ -192,7 +193,8 @@ mod tests {
     #[test]
     fn envelopes_carry_the_contract_tags() {
         let mut c = container();
-        c.labels.insert("spillway.tag.team".into(), "payments".into());
+        c.labels
+            .insert("spillway.tag.team".into(), "payments".into());
         c.labels.insert("other".into(), "x".into());
         let t = EnvelopeTemplate::new(&c, "node-7");
         let mut piece = line("hello", 42);

@@ -1,15 +1,24 @@
 //! `spillway-collector`: the node agent.
 //!
-//! Data flow: apps send envelopes to the v2 Ingress API
-//! ([`spillway_plumbing::ingress`]) → [`enrich`] (source id fallback,
-//! counter totals, `host` tag) → the per-core diodes → [`shipper`] batches
-//! them to the routers over gRPC BatchSender streams.
+//! Data flow:
+//!
+//! - Containers: [`docker`] follows the running containers; a source in
+//!   [`sources`] (eBPF capture in the kernel, or the Docker API) turns what
+//!   they write into lines ([`lines`]) and envelopes ([`container`]), parked
+//!   in one diode per shard ([`output`]) so each stream keeps its order.
+//! - Apps send envelopes to the v2 Ingress API
+//!   ([`spillway_plumbing::ingress`]) → [`enrich`] (source id fallback,
+//!   counter totals, `host` tag) → the per-core diodes.
+//! - [`shipper`] batches both to the routers over gRPC BatchSender streams.
 
 pub mod container;
+pub mod docker;
+pub mod ebpf;
 pub mod enrich;
 pub mod lines;
 pub mod output;
 pub mod shipper;
+pub mod sources;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +36,8 @@ use spillway_plumbing::tls::TlsArgs;
 use spillway_proto::v2::Envelope;
 
 use crate::enrich::Enricher;
+use crate::output::Output;
+use crate::sources::SourceKind;
 
 /// Node agent: takes envelopes from apps and ships them to routers.
 #[derive(Parser, Debug, Clone)]
@@ -47,6 +58,13 @@ pub struct Flags {
     pub http_addr: SocketAddr,
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Where container output comes from: `auto` (eBPF where the kernel and
+    /// privileges allow, else the Docker API), `ebpf`, `docker`, or `none`.
+    #[arg(long, value_enum, default_value_t = SourceKind::Auto)]
+    pub source: SourceKind,
+    /// The Docker API (`unix:///path` or `tcp://host:port`).
+    #[arg(long, value_name = "URI", default_value_t = docker::default_host())]
+    pub docker_host: String,
     /// The `host` tag added to every envelope (default: this machine's hostname).
     #[arg(long)]
     pub hostname: Option<String>,
@@ -75,7 +93,12 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         .hostname
         .clone()
         .unwrap_or_else(spillway_plumbing::hostname);
-    let metrics = Arc::new(SelfMetrics::new("collector"));
+    let mut metrics = SelfMetrics::new("collector");
+    let capture_drops = metrics.counter_family(
+        "capture_dropped",
+        "Container writes the eBPF program could not deliver whole, by reason",
+    );
+    let metrics = Arc::new(metrics);
     let diodes: Arc<PerCore<Envelope>> = PerCore::for_this_machine(flags.buffer_per_core);
 
     let routers = flags
@@ -110,6 +133,8 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
 
     let policy = flags.batch.policy();
     let shards: Arc<PerCore<Envelope>> = PerCore::for_this_machine(flags.buffer_per_core);
+    let output = Output::new(shards.clone(), &host, metrics.clone());
+    let source = sources::start(flags.source, &flags.docker_host, output, capture_drops)?;
     shipper::spawn(
         diodes.clone(),
         shards,
@@ -135,9 +160,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         flags.http_addr,
         flags.router.len(),
     );
-    tracing::info!(
-        "container capture is not part of this build yet: only envelopes sent to the v2 ingress API are collected"
-    );
+    tracing::debug!("container source: {source:?}");
     Ok(tokio::spawn(async move {
         if let Err(e) = server
             .serve_with_incoming(grpc::incoming(ingress_listener))

@@ -69,7 +69,13 @@ impl Assembler {
     }
 
     /// Appends bytes without a newline, cutting [`MAX_LINE`] pieces.
-    fn append(&mut self, mut content: &[u8], timestamp: i64, now: Instant, out: &mut impl FnMut(Line)) {
+    fn append(
+        &mut self,
+        mut content: &[u8],
+        timestamp: i64,
+        now: Instant,
+        out: &mut impl FnMut(Line),
+    ) {
         if content.is_empty() {
             if self.started.is_none() {
                 // An empty line still has a timestamp.
@@ -187,7 +193,11 @@ mod tests {
         let (mut all, mut a) = run(&writes);
         a.push(b"\n", 6, Instant::now(), |l| all.push(l));
         assert_eq!(all.len(), 7, "6 full pieces and the rest");
-        assert!(all[..6].iter().all(|l| l.partial && l.payload.len() == MAX_LINE));
+        assert!(
+            all[..6]
+                .iter()
+                .all(|l| l.partial && l.payload.len() == MAX_LINE)
+        );
         assert!(!all[6].partial);
         assert_eq!(all[6].payload.len(), 100 * 1024 - 6 * MAX_LINE);
         let total: usize = all.iter().map(|l| l.payload.len()).sum();

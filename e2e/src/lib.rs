@@ -5,6 +5,8 @@
 //! The binaries come from the cargo target directory of the test itself
 //! (`cargo build --bins` first; `cargo xtask test` does it).
 
+pub mod docker;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -316,6 +318,10 @@ impl Collector {
             args.extend(["--router".to_string(), r.addr()]);
         }
         args.extend(certs.flags("collector"));
+        if !extra.contains(&"--source") {
+            // Container capture only in the tests about it.
+            args.extend(s(&["--source", "none"]));
+        }
         args.extend(s(extra));
         let proc = Proc::spawn("spillway-collector", &args);
         wait_port(port);

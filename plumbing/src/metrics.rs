@@ -18,7 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use spillway_proto::v2::{self, Envelope};
 
-type Labels = Vec<(String, String)>;
+/// Label pairs of a metric family.
+pub type Labels = Vec<(String, String)>;
 
 /// Where along the path an envelope was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +105,14 @@ impl SelfMetrics {
     /// Registers a further metric (before the metrics are shared).
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
+    }
+
+    /// Registers a further counter family, labelled by `label`: for
+    /// example `capture_dropped{reason}`.
+    pub fn counter_family(&mut self, name: &str, help: &str) -> Family<Labels, Counter> {
+        let family = Family::<Labels, Counter>::default();
+        self.registry.register(name, help, family.clone());
+        family
     }
 
     pub fn source_id(&self) -> &str {

@@ -6,7 +6,9 @@
 //! the same way: a module, a [`Command`] variant and a `match` arm in [`main`].
 //! Shared helpers (workspace root, running child processes) are in [`util`].
 
+mod build_ebpf;
 mod certs;
+mod host;
 mod test;
 mod up;
 mod util;
@@ -29,6 +31,8 @@ enum Command {
     Up(up::Args),
     /// Install what the tests need and run the whole suite (lint, build, tests).
     Test(test::Args),
+    /// Build the collector's eBPF program (installs nightly and bpf-linker if missing).
+    BuildEbpf(build_ebpf::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         Command::Certs(args) => certs::run(&args),
         Command::Up(args) => up::run_up(&args),
         Command::Test(args) => test::run_tests(&args),
+        Command::BuildEbpf(args) => build_ebpf::build(&args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask up`: builds everything and runs the whole pipeline on this
-//! host — router, RLP and collector with the development certificates —
-//! then tails everything they carry until Ctrl-C.
+//! host — router, RLP and collector with the development certificates, the
+//! collector capturing containers (eBPF when root, else the Docker API) —
+//! starts a demo container, then tails everything they carry until Ctrl-C.
 
 use std::fs::File;
 use std::net::TcpStream;
@@ -10,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::certs;
 use crate::util::{run, workspace_root};
+use crate::{certs, host};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -40,8 +41,36 @@ impl Drop for Pipeline {
     }
 }
 
+/// A container that says something now and then, removed on exit.
+struct Demo(&'static str);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        remove_container(self.0);
+    }
+}
+
+fn remove_container(name: &str) {
+    let _ = Command::new("docker")
+        .args(["rm", "-f", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 pub fn run_up(args: &Args) -> anyhow::Result<()> {
     let root = workspace_root();
+    // Containers to capture: Docker (installed and started when root).
+    let docker = host::install_packages()
+        .and_then(|()| host::ensure_dockerd())
+        .and_then(|()| host::ensure_busybox_image());
+    if let Err(e) = &docker {
+        eprintln!("no containers to show: {e:#}");
+    }
+    host::ensure_tracefs()?;
+    if !args.no_build && host::is_root() {
+        crate::build_ebpf::build(&crate::build_ebpf::Args::default())?;
+    }
     if !args.no_build {
         run(
             Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -106,6 +135,11 @@ pub fn run_up(args: &Args) -> anyhow::Result<()> {
     collector.extend(tls("collector"));
     start(&mut pipeline, "spillway-collector", collector, 3458)?;
 
+    let _demo = match docker {
+        Ok(()) => start_demo_container()?,
+        Err(_) => None,
+    };
+
     let cli = bin.join("spillway");
     let mut tail_args = s(&["tail", "--rlp", RLP]);
     tail_args.extend(tls("cli"));
@@ -120,7 +154,8 @@ pub fn run_up(args: &Args) -> anyhow::Result<()> {
          router              {ROUTER}   metrics http://127.0.0.1:14825/metrics\n  \
          RLP egress          {RLP}   gateway http://127.0.0.1:8088/v2/read?log\n  \
          certificates        {}\n\
-         Below: everything the RLP carries (`spillway tail`). Send some logs from another shell:\n  \
+         Below: everything the RLP carries (`spillway tail`): the container spillway-demo,\n\
+         every container you `docker run`, and what apps send. Send some logs from another shell:\n  \
          {} emit --collector {COLLECTOR} --source-id demo --rate 10 --count 50 {}\n",
         certs_dir.display(),
         cli.display(),
@@ -163,6 +198,26 @@ pub fn run_up(args: &Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Starts `spillway-demo`, a container that greets every two seconds.
+fn start_demo_container() -> anyhow::Result<Option<Demo>> {
+    let demo = Demo("spillway-demo");
+    remove_container(demo.0); // a leftover from an earlier run
+    run(Command::new("docker").args([
+        "run",
+        "-d",
+        "--name",
+        demo.0,
+        "--network",
+        "none",
+        host::BUSYBOX_IMAGE,
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo \"hello from container $HOSTNAME, line $i\"; \
+         echo \"and on stderr, line $i\" >&2; sleep 2; done",
+    ]))?;
+    Ok(Some(demo))
 }
 
 fn spawn(bin: &Path, args: &[String], log: &PathBuf) -> anyhow::Result<Child> {

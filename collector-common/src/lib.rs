@@ -1,0 +1,246 @@
+//! Types shared by `spillway-collector` (userspace) and its eBPF program
+//! (`collector-ebpf`), which captures what container processes write to
+//! their stdout and stderr.
+//!
+//! Everything here is `#[repr(C)]`, holds no pointers and has no implicit
+//! padding, so both sides agree on the byte layout. With the `user` feature
+//! the types also implement [`aya::Pod`] so userspace can use them as map
+//! keys, map values and program globals.
+#![no_std]
+
+/// What the program needs to know about the running kernel, filled in by
+/// userspace at load time and stored in the program's read-only `CONFIG`
+/// global (so the verifier treats every field as a constant).
+///
+/// Kernel struct member offsets (bytes) come from the kernel's BTF
+/// (`/sys/kernel/btf/vmlinux`); tracepoint record offsets come from the
+/// tracepoints' `format` files in tracefs. Nothing is hard-coded, because
+/// struct layouts differ between kernel builds. An offset of 0 is a real
+/// value (`fdtable.max_fds` is at 0), not "unset".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// `task_struct.files` (`struct files_struct *`).
+    pub task_files: u32,
+    /// `task_struct.thread_pid` (`struct pid *`).
+    pub task_thread_pid: u32,
+    /// `pid.level` (`unsigned int`): depth of the pid namespace the task
+    /// lives in, 0 for the initial (host) namespace.
+    pub pid_level: u32,
+    /// `files_struct.fdt` (`struct fdtable *`).
+    pub files_fdt: u32,
+    /// `fdtable.max_fds` (`unsigned int`).
+    pub fdt_max_fds: u32,
+    /// `fdtable.fd` (`struct file **`).
+    pub fdt_fd: u32,
+    /// `file.f_inode` (`struct inode *`).
+    pub file_f_inode: u32,
+    /// `inode.i_mode` (`umode_t`, 16 bits).
+    pub inode_i_mode: u32,
+    /// `inode.i_ino` (`unsigned long`).
+    pub inode_i_ino: u32,
+    /// `inode.i_sb` (`struct super_block *`).
+    pub inode_i_sb: u32,
+    /// `super_block.s_dev` (`dev_t`, 32 bits, kernel encoding).
+    pub sb_s_dev: u32,
+    /// `sys_enter_write` record: `fd`, `buf`, `count`.
+    pub tp_write_fd: u32,
+    pub tp_write_buf: u32,
+    pub tp_write_count: u32,
+    /// `sys_enter_writev` record: `fd`, `vec`, `vlen`.
+    pub tp_writev_fd: u32,
+    pub tp_writev_vec: u32,
+    pub tp_writev_vlen: u32,
+    /// `sys_exit_write` and `sys_exit_writev` record: `ret` (the same
+    /// offset in both; userspace checks).
+    pub tp_exit_ret: u32,
+    /// Number of ring buffers in `RINGS` (= userspace read loops). A record
+    /// goes to ring `key.ino % nr_rings`.
+    pub nr_rings: u32,
+}
+
+impl Config {
+    /// All zeros: the value compiled into the program, overridden at load.
+    pub const ZERO: Config = Config {
+        task_files: 0,
+        task_thread_pid: 0,
+        pid_level: 0,
+        files_fdt: 0,
+        fdt_max_fds: 0,
+        fdt_fd: 0,
+        file_f_inode: 0,
+        inode_i_mode: 0,
+        inode_i_ino: 0,
+        inode_i_sb: 0,
+        sb_s_dev: 0,
+        tp_write_fd: 0,
+        tp_write_buf: 0,
+        tp_write_count: 0,
+        tp_writev_fd: 0,
+        tp_writev_vec: 0,
+        tp_writev_vlen: 0,
+        tp_exit_ret: 0,
+        nr_rings: 0,
+    };
+}
+
+/// Identifies an open pipe, pty or other file: inode number plus the
+/// device of its filesystem.
+///
+/// `dev` uses the kernel-internal encoding `major << 20 | minor` (what
+/// `super_block.s_dev` holds), which is **not** the `st_dev` that `stat(2)`
+/// returns (`new_encode_dev`); see [`InodeKey::from_stat`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeKey {
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+impl InodeKey {
+    /// The key for an inode number and a kernel-encoded device.
+    pub const fn new(ino: u64, dev: u32) -> Self {
+        InodeKey { ino, dev, _pad: 0 }
+    }
+
+    /// The key for `stat(2)`'s `st_ino` and `st_dev`, converting the device
+    /// from the userspace encoding (glibc `major()`/`minor()` layout) to
+    /// the kernel's `major << 20 | minor`.
+    pub const fn from_stat(st_ino: u64, st_dev: u64) -> Self {
+        // glibc's major() and minor().
+        let major = ((st_dev >> 8) & 0xfff) | ((st_dev >> 32) & 0xffff_f000);
+        let minor = (st_dev & 0xff) | ((st_dev >> 12) & 0xffff_ff00);
+        InodeKey::new(st_ino, ((major << 20) | (minor & 0xf_ffff)) as u32)
+    }
+}
+
+/// A write seen at `sys_enter_write(v)` on a watched inode, waiting for its
+/// `sys_exit_write(v)` (which knows how many bytes were really written).
+/// Keyed by the thread's `pid_tgid` in the `PENDING` LRU map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// `write`: the buffer; `writev`: the `struct iovec` array (user addresses).
+    pub buf: u64,
+    /// `write`: `count`; `writev`: `vlen`.
+    pub count: u64,
+    pub key: InodeKey,
+    pub fd: u32,
+    /// The registered cookie, or 0 for an unclaimed write.
+    pub cookie: u32,
+    /// 1 for `writev`, 0 for `write` (a stale entry of the other kind is
+    /// ignored at exit).
+    pub is_vec: u32,
+    pub _pad: u32,
+}
+
+/// Header of each ring buffer record; `len` data bytes follow it.
+///
+/// One syscall becomes one or more records: a `write` is cut into
+/// [`CHUNK`]-byte pieces, and every non-empty `iovec` of a `writev` starts a
+/// new record. `offset` is the position of the record's first byte within
+/// the syscall's data, so the records of one write are `offset` 0, then
+/// increasing, always a prefix of the data (capture stops at the first
+/// failure).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// `bpf_ktime_get_boot_ns()` (CLOCK_BOOTTIME) at `sys_exit_write(v)`.
+    pub boot_ns: u64,
+    /// The inode written to.
+    pub key: InodeKey,
+    /// The registered cookie, or 0 for an unclaimed write.
+    pub cookie: u32,
+    /// The writer's process id (thread group id) on the host.
+    pub tgid: u32,
+    /// The file descriptor written to.
+    pub fd: u32,
+    /// Position of this record's data within the syscall's data.
+    pub offset: u32,
+    /// Data bytes following this header.
+    pub len: u32,
+    /// Bytes the syscall wrote (its return value); can exceed what was
+    /// captured (see [`MAX_CAPTURE`]).
+    pub total: u32,
+}
+
+/// Size of [`EventHeader`] in bytes.
+pub const HDR_SIZE: usize = core::mem::size_of::<EventHeader>();
+/// Most bytes captured from one syscall; the rest is counted as
+/// [`DROP_TRUNCATED`].
+pub const MAX_CAPTURE: usize = 64 * 1024;
+/// Most data bytes in one ring buffer record.
+pub const CHUNK: usize = 16 * 1024;
+/// Most `iovec`s of one `writev` looked at; bytes in later ones are counted
+/// as [`DROP_TRUNCATED`].
+pub const MAX_IOV: usize = 8;
+/// Size of each ring buffer (bytes, a power of two and a multiple of the
+/// page size). The kernel requires userspace-created inner maps to match the
+/// program's template exactly, so both sides use this constant.
+pub const RING_BYTES: u32 = 1 << 20;
+/// Upper bound for `Config::nr_rings` (entries of the `RINGS` map of maps).
+pub const MAX_RINGS: u32 = 256;
+/// Writes to an unregistered inode are only captured (unclaimed) through
+/// file descriptors [`STDOUT_FD`] and [`STDERR_FD`].
+pub const STDOUT_FD: u32 = 1;
+/// See [`STDOUT_FD`].
+pub const STDERR_FD: u32 = 2;
+
+/// Index in the per-CPU `DROPS` array: a record did not fit in its ring
+/// buffer (userspace too slow). Counted once per syscall; the rest of that
+/// syscall's data is skipped too.
+pub const DROP_RING_FULL: u32 = 0;
+/// Index in `DROPS`: user memory could not be read at `sys_exit` (page not
+/// resident, or a bad `iovec` array). Counted once per syscall; the rest of
+/// its data is skipped.
+pub const DROP_READ_FAULT: u32 = 1;
+/// Index in `DROPS`: `sys_enter` could not store the write in `PENDING`, so
+/// the whole write is lost.
+pub const DROP_PENDING_FULL: u32 = 2;
+/// Index in `DROPS`: a syscall wrote more than [`MAX_CAPTURE`] bytes, or a
+/// `writev` had data beyond [`MAX_IOV`] iovecs; the beginning was captured,
+/// the rest not.
+pub const DROP_TRUNCATED: u32 = 3;
+/// Index in `DROPS`: no ring buffer at index `ino % nr_rings` (a userspace
+/// setup bug); the whole write is lost.
+pub const DROP_NO_RING: u32 = 4;
+/// Entries in `DROPS`.
+pub const NR_DROPS: u32 = 8;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all four are #[repr(C)], contain only integers, and have no
+    // padding (checked by the size assertions below), so every bit pattern
+    // is valid and no uninitialised bytes are exposed.
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::Pending {}
+    unsafe impl aya::Pod for super::EventHeader {}
+}
+
+// No implicit padding anywhere (the Pod impls rely on it).
+const _: () = assert!(core::mem::size_of::<Config>() == 19 * 4);
+const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
+const _: () = assert!(core::mem::size_of::<Pending>() == 48);
+const _: () = assert!(HDR_SIZE == 48);
+const _: () = assert!(CHUNK <= MAX_CAPTURE && MAX_CAPTURE.is_multiple_of(CHUNK));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_stat_converts_to_the_kernel_dev_encoding() {
+        // pipefs 0:15 is the same in both encodings.
+        assert_eq!(InodeKey::from_stat(7, 15).dev, 15);
+        // 8:1 (sda1): st_dev 0x801 -> (8 << 20) | 1.
+        assert_eq!(InodeKey::from_stat(7, 0x801).dev, (8 << 20) | 1);
+        // 136:300 (a pty with minor >= 256): glibc makedev(136, 300).
+        let st_dev = (136u64 << 8) | (300 & 0xff) | ((300u64 & !0xff) << 12);
+        assert_eq!(
+            InodeKey::from_stat(9, st_dev),
+            InodeKey::new(9, (136 << 20) | 300)
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! Kernel struct member offsets, read from the running kernel's BTF
+//! (`/sys/kernel/btf/vmlinux`) with `btf-rs`.
+//!
+//! The program walks `task_struct`, `files_struct`, `fdtable`, `file`,
+//! `inode`, `super_block` and `pid` with `bpf_probe_read_kernel`; their
+//! layout depends on the kernel version and configuration, so the offsets
+//! are looked up here at load time and never hard-coded. (aya-obj's own BTF
+//! parser keeps struct members private, hence `btf-rs`.)
+
+use std::path::Path;
+
+use btf_rs::{Btf, Type};
+
+/// Where the kernel exposes its BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// A member's place in its struct.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Offset from the start of the struct, in bytes.
+    pub offset: u32,
+    /// Size in bytes, when it has one (integers, pointers, enums, structs).
+    pub size: Option<usize>,
+}
+
+/// The parsed kernel BTF (parsing takes 100–200 ms).
+pub struct KernelBtf(Btf);
+
+impl KernelBtf {
+    pub fn load(path: &Path) -> Result<KernelBtf, String> {
+        Btf::from_file(path)
+            .map(KernelBtf)
+            .map_err(|e| format!("cannot parse the kernel's BTF in {}: {e}", path.display()))
+    }
+
+    /// `struct strukt`'s member `member`, also when it sits inside an
+    /// anonymous struct or union (as with `randomized_struct_fields`).
+    pub fn member(&self, strukt: &str, member: &str) -> Result<Member, String> {
+        let types = self
+            .0
+            .resolve_types_by_name(strukt)
+            .map_err(|e| format!("the kernel's BTF has no struct {strukt}: {e}"))?;
+        for ty in types {
+            let Type::Struct(s) = ty else { continue };
+            if let Some((bits, size)) = self.find(&s, member)? {
+                if bits % 8 != 0 {
+                    return Err(format!("{strukt}.{member} is a bitfield"));
+                }
+                return Ok(Member {
+                    offset: bits / 8,
+                    size,
+                });
+            }
+        }
+        Err(format!(
+            "the kernel's struct {strukt} has no member {member}"
+        ))
+    }
+
+    /// Byte offset of `strukt.member`, checking that its size is `size`
+    /// (the program reads exactly that many bytes).
+    pub fn offset(&self, strukt: &str, member: &str, size: usize) -> Result<u32, String> {
+        let m = self.member(strukt, member)?;
+        match m.size {
+            Some(s) if s == size => Ok(m.offset),
+            other => Err(format!(
+                "{strukt}.{member} has size {other:?} in this kernel, expected {size}"
+            )),
+        }
+    }
+
+    /// Bit offset and size of `member` in `s`, recursing into anonymous members.
+    fn find(
+        &self,
+        s: &btf_rs::Struct,
+        member: &str,
+    ) -> Result<Option<(u32, Option<usize>)>, String> {
+        for m in &s.members {
+            let name = self.0.resolve_name(m).unwrap_or_default();
+            if name == member {
+                let ty = self.strip(self.0.resolve_chained_type(m).map_err(|e| e.to_string())?)?;
+                return Ok(Some((m.bit_offset(), size_of_type(&ty))));
+            }
+            if name.is_empty() {
+                let ty = self.strip(self.0.resolve_chained_type(m).map_err(|e| e.to_string())?)?;
+                if let Type::Struct(inner) | Type::Union(inner) = ty
+                    && let Some((bits, size)) = self.find(&inner, member)?
+                {
+                    return Ok(Some((m.bit_offset() + bits, size)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type.
+    fn strip(&self, mut ty: Type) -> Result<Type, String> {
+        while let Type::Typedef(_)
+        | Type::Const(_)
+        | Type::Volatile(_)
+        | Type::Restrict(_)
+        | Type::TypeTag(_) = ty
+        {
+            let inner = ty.as_btf_type().expect("qualifiers are BTF types");
+            ty = self
+                .0
+                .resolve_chained_type(inner)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(ty)
+    }
+}
+
+fn size_of_type(ty: &Type) -> Option<usize> {
+    match ty {
+        Type::Int(i) => Some(i.size()),
+        Type::Ptr(_) => Some(8),
+        Type::Enum(e) => Some(e.size()),
+        Type::Enum64(e) => Some(e.size()),
+        Type::Struct(s) | Type::Union(s) => Some(s.size()),
+        _ => None,
+    }
+}
+
+/// The kernel part of the program's `Config`: every struct member the
+/// program reads, with the size it reads.
+pub fn kernel_offsets(
+    btf: &KernelBtf,
+    cfg: &mut spillway_collector_common::Config,
+) -> Result<(), String> {
+    const PTR: usize = 8;
+    cfg.task_files = btf.offset("task_struct", "files", PTR)?;
+    cfg.task_thread_pid = btf.offset("task_struct", "thread_pid", PTR)?;
+    cfg.pid_level = btf.offset("pid", "level", 4)?;
+    cfg.files_fdt = btf.offset("files_struct", "fdt", PTR)?;
+    cfg.fdt_max_fds = btf.offset("fdtable", "max_fds", 4)?;
+    cfg.fdt_fd = btf.offset("fdtable", "fd", PTR)?;
+    cfg.file_f_inode = btf.offset("file", "f_inode", PTR)?;
+    cfg.inode_i_mode = btf.offset("inode", "i_mode", 2)?;
+    cfg.inode_i_ino = btf.offset("inode", "i_ino", 8)?;
+    cfg.inode_i_sb = btf.offset("inode", "i_sb", PTR)?;
+    cfg.sb_s_dev = btf.offset("super_block", "s_dev", 4)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs wherever the kernel exposes BTF (any user can read it).
+    #[test]
+    fn finds_the_members_the_program_reads() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            eprintln!("skipped: no {VMLINUX_BTF}");
+            return;
+        }
+        let btf = KernelBtf::load(Path::new(VMLINUX_BTF)).unwrap();
+        let mut cfg = spillway_collector_common::Config::ZERO;
+        kernel_offsets(&btf, &mut cfg).unwrap();
+        // fdtable starts with max_fds; everything else is somewhere inside.
+        assert_eq!(cfg.fdt_max_fds, 0);
+        assert!(cfg.task_files > 0 && cfg.inode_i_ino > 0 && cfg.sb_s_dev > 0);
+        let err = btf.member("inode", "no_such_member").unwrap_err();
+        assert!(err.contains("no member no_such_member"), "{err}");
+        assert!(
+            btf.offset("inode", "i_ino", 2)
+                .unwrap_err()
+                .contains("expected 2")
+        );
+    }
+}

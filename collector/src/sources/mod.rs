@@ -1,0 +1,92 @@
+//! Container sources: what containers write to stdout and stderr, as
+//! envelopes in the [`Output`].
+//!
+//! Both sources follow the same Docker metadata ([`crate::docker::watch`]):
+//!
+//! - [`ebpf`]: tracepoints on `write`/`writev` copy the bytes in the kernel
+//!   at the moment of the write; per-core io_uring loops make the lines.
+//! - [`crate::docker::logs`]: each container's log stream through the
+//!   Docker API, as logspout reads it. Needs no privileges beyond the Docker
+//!   socket, but every line goes through dockerd's log driver first.
+//!
+//! `--source auto` takes eBPF when this host and process allow it, else the
+//! Docker API, and logs why.
+
+pub mod ebpf;
+
+use clap::ValueEnum;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use spillway_plumbing::metrics::Labels;
+use tokio::sync::mpsc;
+
+use crate::docker;
+use crate::output::Output;
+
+/// Where container output comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    /// eBPF where the kernel and privileges allow, else the Docker API.
+    Auto,
+    /// eBPF capture in the kernel (root, BTF and tracepoints needed).
+    Ebpf,
+    /// Each container's log stream through the Docker API.
+    Docker,
+    /// No container capture: only what apps send to the v2 Ingress API.
+    None,
+}
+
+/// Starts container capture as `kind` says. Returns the source chosen; an
+/// error when the chosen source cannot run (bad Docker URI, eBPF asked for
+/// but unavailable). `capture_drops` receives the eBPF program's counts of
+/// writes it could not deliver.
+pub fn start(
+    kind: SourceKind,
+    docker_host: &str,
+    output: Output,
+    capture_drops: Family<Labels, Counter>,
+) -> Result<SourceKind, String> {
+    if kind == SourceKind::None {
+        tracing::info!("container capture is off (--source none)");
+        return Ok(kind);
+    }
+    let docker = docker::connect(docker_host)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let capture = match kind {
+        SourceKind::Ebpf => {
+            Some(load_ebpf(output.shards()).map_err(|why| format!("--source ebpf: {why}"))?)
+        }
+        SourceKind::Auto => match load_ebpf(output.shards()) {
+            Ok(capture) => Some(capture),
+            Err(why) => {
+                tracing::warn!(
+                    "eBPF capture is not possible here ({why}); following container logs through the Docker API instead"
+                );
+                None
+            }
+        },
+        _ => None,
+    };
+    let chosen = match capture {
+        Some(capture) => {
+            let loops = capture.loops();
+            ebpf::start(capture, rx, output, capture_drops)?;
+            tracing::info!(
+                "container capture: eBPF, {loops} io_uring loop(s); metadata from {docker_host}"
+            );
+            SourceKind::Ebpf
+        }
+        None => {
+            docker::logs::spawn(docker.clone(), rx, output);
+            tracing::info!("container capture: Docker API log streams from {docker_host}");
+            SourceKind::Docker
+        }
+    };
+    docker::watch(docker, tx);
+    Ok(chosen)
+}
+
+fn load_ebpf(loops: usize) -> Result<crate::ebpf::Capture, String> {
+    crate::ebpf::check_support()?;
+    crate::ebpf::Capture::load(loops).map_err(|e| e.to_string())
+}

@@ -1,0 +1,391 @@
+//! Container output, captured for real: a real dockerd, containers from an
+//! imported busybox image, the collector with `--source ebpf` (eBPF in this
+//! kernel) and with `--source docker` (the Docker API), a router, an RLP
+//! and a gRPC consumer.
+//!
+//! Each scenario runs once per source. Container tests run one at a time
+//! (`docker::serial`): every collector captures every container on the
+//! host.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use spillway_e2e::docker::{self, IMAGE, TestContainer};
+use spillway_e2e::*;
+use spillway_proto::v2::{Envelope, envelope::Message, log::Type};
+
+/// A router, an RLP and a collector with container capture from `source`.
+struct Pipeline {
+    certs: Certs,
+    _router: Router,
+    rlp: Rlp,
+    collector: Collector,
+}
+
+impl Pipeline {
+    fn start(source: &str, collector_flags: &[&str]) -> Pipeline {
+        let certs = Certs::new();
+        let router = Router::start(&certs, &["--subscription-buffer", "200000"]);
+        let rlp = Rlp::start(&certs, &[&router], &["--consumer-buffer", "200000"]);
+        let mut flags = vec!["--source", source];
+        flags.extend_from_slice(collector_flags);
+        let collector = Collector::start(&certs, &[&router], &flags);
+        Pipeline {
+            certs,
+            _router: router,
+            rlp,
+            collector,
+        }
+    }
+
+    /// A consumer of the logs of `source_id`.
+    async fn consumer(&self, source_id: &str) -> tonic::Streaming<v2::EnvelopeBatch> {
+        let stream = self
+            .rlp
+            .client(&self.certs)
+            .await
+            .batched_receiver(request(source_id, &[Kind::Log], ""))
+            .await
+            .unwrap()
+            .into_inner();
+        // The subscription is in place once the RLP's router stream is.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stream
+    }
+}
+
+fn payload(e: &Envelope) -> &[u8] {
+    match &e.message {
+        Some(Message::Log(l)) => &l.payload,
+        other => panic!("not a log: {other:?}"),
+    }
+}
+
+fn text(e: &Envelope) -> String {
+    String::from_utf8_lossy(payload(e)).into_owned()
+}
+
+fn log_type(e: &Envelope) -> Type {
+    match &e.message {
+        Some(Message::Log(l)) => Type::try_from(l.r#type).unwrap(),
+        _ => panic!("not a log"),
+    }
+}
+
+fn lines_of(got: &[Envelope], t: Type) -> Vec<String> {
+    got.iter().filter(|e| log_type(e) == t).map(text).collect()
+}
+
+fn now_nanos() -> i64 {
+    spillway_proto::now_nanos()
+}
+
+/// Holds the container-test lock for a scenario, or says why it is skipped.
+async fn prepare(source: &str) -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    let guard = docker::serial().await;
+    docker::unavailable(source == "ebpf")
+        .is_none()
+        .then_some(guard)
+}
+
+macro_rules! for_both_sources {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn ebpf() {
+                super::$scenario("ebpf").await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn docker_api() {
+                super::$scenario("docker").await
+            }
+        }
+    };
+}
+
+for_both_sources!(stdout_and_stderr_arrive_as_written);
+async fn stdout_and_stderr_arrive_as_written(source: &str) {
+    let Some(_serial) = prepare(source).await else {
+        return;
+    };
+    let p = Pipeline::start(source, &[]);
+    // The container's name is its source id; create it first to know it.
+    let script = r#"
+        sleep 0.5
+        echo out-1
+        echo err-1 >&2
+        printf 'two-'; sleep 0.2; echo writes
+        printf '\377\376 not utf-8\n'
+        ln -sf /dev/stdout /tmp/access.log; echo via-dev-stdout >> /tmp/access.log
+        echo not-captured-regular-file > /tmp/file.log
+        nc -l -p 9000 > /dev/null & sleep 0.2; echo not-captured-socket | nc 127.0.0.1 9000
+        echo err-2 >&2
+        echo out-last
+        sleep 1
+    "#;
+    let c = TestContainer::create("basic", &["--label", "spillway.tag.team=core"], script);
+    let mut consumer = p.consumer(&c.name).await;
+    let before = now_nanos();
+    c.start();
+    let got = collect_until(&mut consumer, Duration::from_secs(20), |g| {
+        g.iter().any(|e| text(e) == "out-last")
+    })
+    .await;
+    // Anything late (wrongly captured) would come now.
+    let mut got = got;
+    got.extend(collect_until(&mut consumer, Duration::from_millis(700), |_| false).await);
+    let after = now_nanos();
+
+    assert_eq!(
+        lines_of(&got, Type::Out),
+        vec![
+            "out-1",
+            "two-writes",
+            &String::from_utf8_lossy(b"\xff\xfe not utf-8"),
+            "via-dev-stdout",
+            "out-last"
+        ],
+        "stdout, in order, nothing else ({source})"
+    );
+    assert_eq!(lines_of(&got, Type::Err), vec!["err-1", "err-2"]);
+    let binary = got
+        .iter()
+        .find(|e| text(e).ends_with(" not utf-8"))
+        .unwrap();
+    if source == "ebpf" {
+        assert_eq!(payload(binary), b"\xff\xfe not utf-8", "bytes unchanged");
+    } // Docker's json-file log driver has already replaced them with U+FFFD.
+    for e in &got {
+        assert_eq!(e.source_id, c.name);
+        assert_eq!(e.instance_id, c.short_id());
+        assert_eq!(e.tags["container_id"], c.id);
+        assert_eq!(e.tags["container_name"], c.name);
+        assert_eq!(e.tags["image"], IMAGE);
+        assert_eq!(e.tags["host"], "e2e-host");
+        assert_eq!(e.tags["source_type"], "container");
+        assert_eq!(e.tags["team"], "core");
+        assert!(!e.tags.contains_key("partial"));
+        assert!(
+            (before..=after).contains(&e.timestamp),
+            "timestamp {} of {:?} is when it was written",
+            e.timestamp,
+            text(e)
+        );
+    }
+    let stamps: Vec<i64> = got
+        .iter()
+        .filter(|e| log_type(e) == Type::Out)
+        .map(|e| e.timestamp)
+        .collect();
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "write order");
+    drop(p.collector);
+}
+
+for_both_sources!(long_lines_are_cut_into_pieces);
+async fn long_lines_are_cut_into_pieces(source: &str) {
+    let Some(_serial) = prepare(source).await else {
+        return;
+    };
+    let p = Pipeline::start(source, &[]);
+    // 100 KiB of 'x' through tr (many writes), then the newline.
+    let script = "sleep 0.5; head -c 102400 /dev/zero | tr '\\0' x; echo; echo done";
+    let c = TestContainer::create("long", &[], script);
+    let mut consumer = p.consumer(&c.name).await;
+    c.start();
+    let got = collect_until(&mut consumer, Duration::from_secs(20), |g| {
+        g.iter().any(|e| text(e) == "done")
+    })
+    .await;
+    let pieces: Vec<&Envelope> = got.iter().filter(|e| text(e) != "done").collect();
+    let sizes: Vec<usize> = pieces.iter().map(|e| payload(e).len()).collect();
+    assert_eq!(
+        sizes,
+        vec![16384, 16384, 16384, 16384, 16384, 16384, 4096],
+        "16 KiB pieces, nothing lost ({source})"
+    );
+    let partial: Vec<bool> = pieces
+        .iter()
+        .map(|e| e.tags.contains_key("partial"))
+        .collect();
+    assert_eq!(partial, vec![true, true, true, true, true, true, false]);
+    assert!(pieces[..6].iter().all(|e| e.tags["partial"] == "true"));
+    assert!(pieces.iter().all(|e| payload(e).iter().all(|&b| b == b'x')));
+}
+
+for_both_sources!(running_restarted_and_tty_containers_are_captured);
+async fn running_restarted_and_tty_containers_are_captured(source: &str) {
+    let Some(_serial) = prepare(source).await else {
+        return;
+    };
+    // Started before the collector: captured from the collector's start on.
+    let early = TestContainer::run(
+        "early",
+        &[],
+        "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.05; done",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let p = Pipeline::start(source, &[]);
+    let mut consumer = p.consumer(&early.name).await;
+    let got = collect_until(&mut consumer, Duration::from_secs(20), |g| g.len() >= 10).await;
+    let ticks: Vec<u64> = got
+        .iter()
+        .map(|e| text(e).strip_prefix("tick-").unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        ticks.len() >= 10,
+        "the running container is captured: {ticks:?}"
+    );
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive once captured: {ticks:?}"
+    );
+    assert!(
+        ticks[0] > 0,
+        "not replayed from before the collector started"
+    );
+    drop(early);
+
+    // A restarted container: captured in both lives.
+    let twice = TestContainer::create("restart", &[], "echo life; sleep 0.5");
+    let mut consumer = p.consumer(&twice.name).await;
+    twice.start();
+    assert_eq!(twice.wait(), 0);
+    twice.start();
+    let got = collect_until(&mut consumer, Duration::from_secs(20), |g| g.len() >= 2).await;
+    assert_eq!(
+        got.iter().map(text).collect::<Vec<_>>(),
+        vec!["life", "life"],
+        "one line per life ({source})"
+    );
+
+    // A TTY container: one pty, everything is stdout.
+    let tty = TestContainer::create(
+        "tty",
+        &["-t"],
+        "echo on-tty; echo also-on-tty >&2; sleep 0.5",
+    );
+    let mut consumer = p.consumer(&tty.name).await;
+    tty.start();
+    let got = collect_until(&mut consumer, Duration::from_secs(20), |g| g.len() >= 2).await;
+    assert_eq!(
+        got.iter()
+            .map(|e| (text(e), log_type(e)))
+            .collect::<Vec<_>>(),
+        vec![
+            ("on-tty".to_owned(), Type::Out),
+            ("also-on-tty".to_owned(), Type::Out)
+        ],
+        "TTY lines, without the \\r ({source})"
+    );
+}
+
+for_both_sources!(ignored_containers_are_not_collected);
+async fn ignored_containers_are_not_collected(source: &str) {
+    let Some(_serial) = prepare(source).await else {
+        return;
+    };
+    let p = Pipeline::start(source, &[]);
+    // All share one source id, so one consumer sees them all.
+    let sid = format!("ignore-test-{}", std::process::id());
+    let label = format!("spillway.source_id={sid}");
+    let script = "echo from-$HOSTNAME; sleep 1; echo again-$HOSTNAME; sleep 0.5";
+    let mut consumer = p.consumer(&sid).await;
+    let ignored = [
+        TestContainer::create(
+            "ign-env",
+            &["--label", &label, "-e", "SPILLWAY=ignore"],
+            script,
+        ),
+        TestContainer::create(
+            "ign-lsp",
+            &["--label", &label, "-e", "LOGSPOUT=ignore"],
+            script,
+        ),
+        TestContainer::create(
+            "ign-label",
+            &["--label", &label, "--label", "spillway.ignore=true"],
+            script,
+        ),
+    ];
+    let kept = TestContainer::create("kept", &["--label", &label], script);
+    for c in ignored.iter().chain([&kept]) {
+        c.start();
+    }
+    for c in ignored.iter().chain([&kept]) {
+        c.wait();
+    }
+    let got = collect_until(&mut consumer, Duration::from_secs(3), |_| false).await;
+    let names: Vec<&str> = got
+        .iter()
+        .map(|e| e.tags["container_name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        vec![kept.name.as_str(), kept.name.as_str()],
+        "only the container that is not ignored ({source})"
+    );
+}
+
+for_both_sources!(fifty_containers_every_line_once_in_order);
+async fn fifty_containers_every_line_once_in_order(source: &str) {
+    let Some(_serial) = prepare(source).await else {
+        return;
+    };
+    const CONTAINERS: usize = 50;
+    const LINES: u64 = 10_000;
+    let p = Pipeline::start(source, &["--buffer-per-core", "200000"]);
+    let sid = format!("fifty-{}", std::process::id());
+    let label = format!("spillway.source_id={sid}");
+    let mut consumer = p.consumer(&sid).await;
+    // About 1,000 lines/s per container: 50 lines, then a 50 ms pause.
+    let script = format!(
+        "i=0; while [ $i -lt {LINES} ]; do echo \"line $i\"; i=$((i+1)); \
+         [ $((i % 50)) -eq 0 ] && sleep 0.05; done; sleep 1"
+    );
+    let containers: Vec<TestContainer> = (0..CONTAINERS)
+        .map(|_| TestContainer::create("fifty", &["--label", &label], &script))
+        .collect();
+    for c in &containers {
+        c.start();
+    }
+    let total = CONTAINERS as u64 * LINES;
+    let got = collect_until(&mut consumer, Duration::from_secs(180), |g| {
+        g.len() as u64 >= total
+    })
+    .await;
+    let mut per_container: HashMap<String, Vec<u64>> = HashMap::new();
+    for e in &got {
+        let n = text(e).strip_prefix("line ").unwrap().parse().unwrap();
+        per_container
+            .entry(e.instance_id.clone())
+            .or_default()
+            .push(n);
+    }
+    let summary: BTreeMap<&str, usize> = per_container
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.len()))
+        .collect();
+    assert_eq!(
+        per_container.len(),
+        CONTAINERS,
+        "every container arrived ({source}): {summary:?}"
+    );
+    for c in &containers {
+        let seen = &per_container[c.short_id()];
+        assert_eq!(
+            *seen,
+            (0..LINES).collect::<Vec<_>>(),
+            "container {} sent {LINES} lines; got {} ({source}), each once and in order",
+            c.name,
+            seen.len()
+        );
+    }
+    assert_eq!(
+        metric(
+            p.collector.http_port,
+            "spillway_dropped_total{direction=\"ingress\"}"
+        )
+        .unwrap_or(0),
+        0
+    );
+}
