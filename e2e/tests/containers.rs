@@ -17,7 +17,7 @@ use spillway_proto::v2::{Envelope, envelope::Message, log::Type};
 /// A router, an RLP and a collector with container capture from `source`.
 struct Pipeline {
     certs: Certs,
-    _router: Router,
+    router: Router,
     rlp: Rlp,
     collector: Collector,
 }
@@ -32,7 +32,7 @@ impl Pipeline {
         let collector = Collector::start(&certs, &[&router], &flags);
         Pipeline {
             certs,
-            _router: router,
+            router,
             rlp,
             collector,
         }
@@ -125,6 +125,12 @@ async fn stdout_and_stderr_arrive_as_written(source: &str) {
     "#;
     let c = TestContainer::create("basic", &["--label", "spillway.tag.team=core"], script);
     let mut consumer = p.consumer(&c.name).await;
+    // Every log from any source: a host process must never show up.
+    let mut everything = p.consumer("").await;
+    let mut host_noise = std::process::Command::new("sh")
+        .args(["-c", "while :; do echo host-noise; done | cat > /dev/null"])
+        .spawn()
+        .unwrap();
     let before = now_nanos();
     c.start();
     let got = collect_until(&mut consumer, Duration::from_secs(20), |g| {
@@ -135,6 +141,17 @@ async fn stdout_and_stderr_arrive_as_written(source: &str) {
     let mut got = got;
     got.extend(collect_until(&mut consumer, Duration::from_millis(700), |_| false).await);
     let after = now_nanos();
+    let _ = host_noise.kill();
+    let _ = host_noise.wait();
+    let all = collect_until(&mut everything, Duration::from_millis(300), |_| false).await;
+    assert!(
+        all.iter().any(|e| text(e) == "out-last"),
+        "the catch-all consumer works"
+    );
+    assert!(
+        !all.iter().any(|e| text(e).contains("host-noise")),
+        "a busy host process is never captured ({source})"
+    );
 
     assert_eq!(
         lines_of(&got, Type::Out),
@@ -345,14 +362,19 @@ async fn fifty_containers_every_line_once_in_order(source: &str) {
     let containers: Vec<TestContainer> = (0..CONTAINERS)
         .map(|_| TestContainer::create("fifty", &["--label", &label], &script))
         .collect();
-    for c in &containers {
-        c.start();
-    }
+    // Started from another thread: the consumer must read meanwhile.
+    let starter = tokio::task::spawn_blocking(move || {
+        for c in &containers {
+            c.start();
+        }
+        containers
+    });
     let total = CONTAINERS as u64 * LINES;
     let got = collect_until(&mut consumer, Duration::from_secs(180), |g| {
         g.len() as u64 >= total
     })
     .await;
+    let containers = starter.await.unwrap();
     let mut per_container: HashMap<String, Vec<u64>> = HashMap::new();
     for e in &got {
         let n = text(e).strip_prefix("line ").unwrap().parse().unwrap();
@@ -365,6 +387,22 @@ async fn fifty_containers_every_line_once_in_order(source: &str) {
         .iter()
         .map(|(k, v)| (k.as_str(), v.len()))
         .collect();
+    let drops = |port: u16| {
+        ["ingress", "egress"].map(|d| {
+            metric(
+                port,
+                &format!("spillway_dropped_total{{direction=\"{d}\"}}"),
+            )
+            .unwrap_or(0)
+        })
+    };
+    eprintln!(
+        "got {} of {total}; drops (ingress, egress): collector {:?}, router {:?}, rlp {:?}",
+        got.len(),
+        drops(p.collector.http_port),
+        drops(p.router.metrics_port),
+        drops(p.rlp.metrics_port),
+    );
     assert_eq!(
         per_container.len(),
         CONTAINERS,

@@ -6,8 +6,8 @@
 
 use std::process::Command;
 
-use crate::host;
 use crate::util::{run, workspace_root};
+use crate::{build_ebpf, host};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,6 +23,9 @@ pub fn run_tests(args: &Args) -> anyhow::Result<()> {
     host::ensure_dockerd()?;
     host::ensure_busybox_image()?;
     host::ensure_tracefs()?;
+    // The collector embeds the eBPF program when it is built: build it
+    // first, so the collector built below (and its tests) capture for real.
+    build_ebpf::build(&build_ebpf::Args::default())?;
     let root = workspace_root();
     let cargo = || {
         let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));

@@ -324,17 +324,28 @@ impl LoopHandler {
         }
     }
 
+    fn claimed(&mut self, r: &Record<'_>, cookie: u32, truncated: bool, now: Instant) {
+        self.claim(&r.key, cookie, now);
+        self.write(cookie, r.data, r.timestamp, truncated, now);
+    }
+
     fn keep_unclaimed(&mut self, r: &Record<'_>, truncated: bool, now: Instant) {
         if !self.unclaimed.contains_key(&r.key) {
             let container = container_of_process(r.tgid);
+            // A registered container has all its keys registered, so look
+            // the key up again: it may have been registered just now.
             if container
                 .as_deref()
                 .is_some_and(|id| self.registry.has_container(id))
+                && self.registry.cookie_of(&r.key).is_none()
             {
                 // Its container is registered, and this is not one of its
                 // stdio inodes: a pipe or /dev/null inside it.
                 self.capture.ignore(r.key);
                 return;
+            }
+            if let Some(cookie) = self.registry.cookie_of(&r.key) {
+                return self.claimed(r, cookie, truncated, now);
             }
             self.unclaimed.insert(
                 r.key,
@@ -382,10 +393,7 @@ impl Handler for LoopHandler {
             c => Some(c),
         };
         match cookie {
-            Some(cookie) => {
-                self.claim(&r.key, cookie, now);
-                self.write(cookie, r.data, r.timestamp, truncated, now);
-            }
+            Some(cookie) => self.claimed(r, cookie, truncated, now),
             None => self.keep_unclaimed(r, truncated, now),
         }
     }
