@@ -97,7 +97,7 @@ fn restart_dockerd() {
     // SAFETY: kill has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    while alive(pid) {
         assert!(Instant::now() < deadline, "dockerd did not stop");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -119,4 +119,16 @@ fn restart_dockerd() {
         assert!(Instant::now() < deadline, "dockerd did not come back");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Whether `pid` still runs: not gone, and not a zombie waiting for a
+/// parent (whoever started dockerd) to reap it.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
