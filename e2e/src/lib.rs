@@ -301,6 +301,26 @@ impl Rlp {
         EgressClient::new(channel(self.port, certs.client()).await)
             .max_decoding_message_size(64 << 20)
     }
+
+    /// A consumer of the logs of `source_id` (any source when empty).
+    pub async fn logs_of(
+        &self,
+        certs: &Certs,
+        source_id: &str,
+    ) -> tonic::Streaming<v2::EnvelopeBatch> {
+        let stream = self
+            .client(certs)
+            .await
+            .batched_receiver(request(source_id, &[Kind::Log], ""))
+            .await
+            .unwrap()
+            .into_inner();
+        // The RLP opens its router streams in the background (a count of
+        // the router's subscriptions cannot tell when other consumers of
+        // the test come and go at the same time).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stream
+    }
 }
 
 impl Collector {

@@ -38,19 +38,9 @@ impl Pipeline {
         }
     }
 
-    /// A consumer of the logs of `source_id`.
+    /// A consumer of the logs of `source_id` (any source when empty).
     async fn consumer(&self, source_id: &str) -> tonic::Streaming<v2::EnvelopeBatch> {
-        let stream = self
-            .rlp
-            .client(&self.certs)
-            .await
-            .batched_receiver(request(source_id, &[Kind::Log], ""))
-            .await
-            .unwrap()
-            .into_inner();
-        // The subscription is in place once the RLP's router stream is.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        stream
+        self.rlp.logs_of(&self.certs, source_id).await
     }
 }
 

@@ -31,7 +31,7 @@ async fn survive(source: &str) {
 
     let said = |script_word: &str| format!("sleep 0.3; echo {script_word}; sleep 0.5");
     let before = TestContainer::create("before", &[], &said("before-restart"));
-    let mut consumer = subscribe(&rlp, &certs, &before.name).await;
+    let mut consumer = rlp.logs_of(&certs, &before.name).await;
     before.start();
     let got = collect_until(&mut consumer, Duration::from_secs(20), |g| !g.is_empty()).await;
     assert_eq!(texts(&got), vec!["before-restart"], "{source}");
@@ -39,7 +39,7 @@ async fn survive(source: &str) {
     restart_dockerd();
 
     let after = TestContainer::create("after", &[], &said("after-restart"));
-    let mut consumer = subscribe(&rlp, &certs, &after.name).await;
+    let mut consumer = rlp.logs_of(&certs, &after.name).await;
     after.start();
     let got = collect_until(&mut consumer, Duration::from_secs(30), |g| !g.is_empty()).await;
     assert_eq!(
@@ -48,22 +48,6 @@ async fn survive(source: &str) {
         "a container started after the restart is captured ({source})"
     );
     assert!(collector.proc.alive(), "the collector is still running");
-}
-
-async fn subscribe(
-    rlp: &Rlp,
-    certs: &Certs,
-    source_id: &str,
-) -> tonic::Streaming<v2::EnvelopeBatch> {
-    let stream = rlp
-        .client(certs)
-        .await
-        .batched_receiver(request(source_id, &[Kind::Log], ""))
-        .await
-        .unwrap()
-        .into_inner();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stream
 }
 
 fn texts(got: &[v2::Envelope]) -> Vec<String> {

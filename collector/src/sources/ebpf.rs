@@ -169,6 +169,10 @@ async fn follow_containers(
                     registry.changed();
                     continue;
                 }
+                // While a container is in `containers`, unclaimed writes from
+                // it are taken for pipes inside it: not while its new
+                // process's inodes are being registered.
+                registry.containers.write().unwrap().remove(&c.id);
                 if let Some(old) = watched.remove(&c.id) {
                     unregister(&capture, &registry, &old.keys);
                 }
@@ -191,11 +195,14 @@ async fn follow_containers(
                 }
             }
             Event::Stopped { id } => {
+                // At once: a restart's first writes (unclaimed, from new
+                // inodes) must wait for registration, not be ignored.
+                registry.containers.write().unwrap().remove(&id);
                 if let Some(w) = watched.remove(&id) {
                     let (capture, registry) = (capture.clone(), registry.clone());
                     tokio::spawn(async move {
+                        // The last writes still drain from the rings.
                         tokio::time::sleep(STOP_GRACE).await;
-                        registry.containers.write().unwrap().remove(&id);
                         unregister(&capture, &registry, &w.keys);
                     });
                 }
