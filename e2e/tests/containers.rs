@@ -44,6 +44,33 @@ impl Pipeline {
     }
 }
 
+/// A busy host process (not in a container) writing lines into a pipe:
+/// a shell pipeline in its own process group, killed whole when dropped.
+struct HostNoise(std::process::Child);
+
+impl HostNoise {
+    fn start() -> HostNoise {
+        use std::os::unix::process::CommandExt as _;
+        let script =
+            "i=0; while [ $i -lt 1000000 ]; do echo host-noise; i=$((i+1)); done | cat > /dev/null";
+        let child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        HostNoise(child)
+    }
+}
+
+impl Drop for HostNoise {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions; the negative pid
+        // names the process group the pipeline runs in.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
 fn payload(e: &Envelope) -> &[u8] {
     match &e.message {
         Some(Message::Log(l)) => &l.payload,
@@ -117,10 +144,7 @@ async fn stdout_and_stderr_arrive_as_written(source: &str) {
     let mut consumer = p.consumer(&c.name).await;
     // Every log from any source: a host process must never show up.
     let mut everything = p.consumer("").await;
-    let mut host_noise = std::process::Command::new("sh")
-        .args(["-c", "while :; do echo host-noise; done | cat > /dev/null"])
-        .spawn()
-        .unwrap();
+    let host_noise = HostNoise::start();
     let before = now_nanos();
     c.start();
     let got = collect_until(&mut consumer, Duration::from_secs(20), |g| {
@@ -131,8 +155,7 @@ async fn stdout_and_stderr_arrive_as_written(source: &str) {
     let mut got = got;
     got.extend(collect_until(&mut consumer, Duration::from_millis(700), |_| false).await);
     let after = now_nanos();
-    let _ = host_noise.kill();
-    let _ = host_noise.wait();
+    drop(host_noise);
     let all = collect_until(&mut everything, Duration::from_millis(300), |_| false).await;
     assert!(
         all.iter().any(|e| text(e) == "out-last"),
