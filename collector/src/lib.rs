@@ -132,7 +132,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     ));
 
     let policy = flags.batch.policy();
-    let shards: Arc<PerCore<Envelope>> = PerCore::for_this_machine(flags.buffer_per_core);
+    let shards = output::shards(diodes.cores(), flags.buffer_per_core);
     let output = Output::new(shards.clone(), &host, metrics.clone());
     let source = sources::start(flags.source, &flags.docker_host, output, capture_drops)?;
     shipper::spawn(

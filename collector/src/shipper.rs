@@ -27,6 +27,8 @@ use prost::Message as _;
 use spillway_plumbing::backoff::Backoff;
 use spillway_plumbing::batch::{self, BatchPolicy};
 use spillway_plumbing::diode::PerCore;
+
+use crate::output::Shards;
 use spillway_plumbing::grpc::HostPort;
 use spillway_plumbing::logging::{RateLimited, error_chain};
 use spillway_plumbing::metrics::{Direction, SelfMetrics};
@@ -83,7 +85,7 @@ impl Links {
 /// the router would refuse it and fail the whole stream.
 pub fn spawn(
     apps: Arc<PerCore<Envelope>>,
-    shards: Arc<PerCore<Envelope>>,
+    shards: Shards,
     routers: Vec<(HostPort, Endpoint)>,
     links_per_router: usize,
     policy: BatchPolicy,
@@ -119,22 +121,8 @@ pub fn spawn(
         metrics,
     };
     tokio::spawn(lane.clone().run(apps, None));
-    for shard in 0..shards.cores() {
-        let shards = shards.clone();
-        tokio::spawn(lane.clone().run(DiodeOf(shards, shard), Some(shard)));
-    }
-}
-
-/// One diode of a [`PerCore`], as a batch source of its own.
-struct DiodeOf(Arc<PerCore<Envelope>>, usize);
-
-impl batch::Source<Envelope> for DiodeOf {
-    fn drain_into(&self, out: &mut Vec<Envelope>, max: usize) -> usize {
-        self.0.diode(self.1).drain_into(out, max)
-    }
-
-    fn ready(&self) -> impl std::future::Future<Output = ()> + Send {
-        self.0.diode(self.1).ready()
+    for (shard, diode) in shards.iter().enumerate() {
+        tokio::spawn(lane.clone().run(diode.clone(), Some(shard)));
     }
 }
 

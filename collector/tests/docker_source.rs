@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use spillway_collector::docker::{self, Containers, Event};
-use spillway_collector::output::Output;
-use spillway_plumbing::diode::PerCore;
+use spillway_collector::output::{self, Output, Shards};
 use spillway_plumbing::metrics::SelfMetrics;
 use spillway_proto::v2::{Envelope, envelope::Message, log::Type};
 use tokio::net::{UnixListener, UnixStream};
@@ -27,7 +26,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 /// The watcher and the log source, with everything they produce.
 struct Harness {
-    diodes: Arc<PerCore<Envelope>>,
+    diodes: Shards,
     got: Mutex<Vec<Envelope>>,
     events: Arc<Mutex<Vec<Event>>>,
     known: Containers,
@@ -72,7 +71,7 @@ impl Harness {
         static LOGGING: std::sync::Once = std::sync::Once::new();
         LOGGING.call_once(|| spillway_plumbing::init_logging("info"));
         let docker = docker::connect(uri).unwrap();
-        let diodes = PerCore::new(4, 100_000);
+        let diodes = output::shards(4, 100_000);
         let out = Output::new(
             diodes.clone(),
             HOST,
@@ -111,7 +110,12 @@ impl Harness {
     /// The envelopes of container `id` so far.
     fn of(&self, id: &str) -> Vec<Envelope> {
         let mut got = self.got.lock().unwrap();
-        self.diodes.drain_into(&mut got, usize::MAX);
+        for diode in self.diodes.iter() {
+            // A container's lines are all in one shard, in order.
+            while let Some(e) = diode.pop() {
+                got.push(e);
+            }
+        }
         got.iter()
             .filter(|e| e.tags.get("container_id").map(String::as_str) == Some(id))
             .cloned()
@@ -297,20 +301,13 @@ impl Drop for Proxy {
     }
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdout_and_stderr_lines_carry_the_contract_fields() {
     let Some(h) = Harness::start().await else {
         return;
     };
     let mut cleanup = Cleanup::default();
-    let before = now_ns();
+    let before = spillway_proto::now_nanos();
     let (name, id) = cleanup.run(
         "fields",
         &[
@@ -336,7 +333,7 @@ async fn stdout_and_stderr_lines_carry_the_contract_fields() {
         assert!(!e.tags.contains_key("other") && !e.tags.contains_key("partial"));
         // Docker's timestamp: when it was written.
         assert!(
-            e.timestamp > before - 1_000_000_000 && e.timestamp <= now_ns(),
+            e.timestamp > before - 1_000_000_000 && e.timestamp <= spillway_proto::now_nanos(),
             "{}",
             e.timestamp
         );

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use spillway_collector::ebpf::{self, Capture, Handler, InodeKey, Record};
 
@@ -119,15 +119,8 @@ fn stream_of(recs: &[Rec], key: InodeKey, cookie: u32) -> String {
     stream(&mine, cookie)
 }
 
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64
-}
-
 fn assert_recent(recs: &[Rec]) {
-    let now = now_ns();
+    let now = spillway_proto::now_nanos();
     for r in recs {
         assert!(
             (now - r.timestamp).abs() < 1_000_000_000,

@@ -106,8 +106,8 @@ async fn a_killed_router_comes_back_and_the_stream_resumes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_consumer_that_stops_reading_does_not_slow_the_others() {
     let certs = Certs::new();
-    let router = Router::start(&certs, &["--subscription-buffer", "1000"]);
-    let rlp = Rlp::start(&certs, &[&router], &["--consumer-buffer", "1000"]);
+    let router = Router::start(&certs, &["--subscription-buffer", "3000"]);
+    let rlp = Rlp::start(&certs, &[&router], &["--consumer-buffer", "3000"]);
     let collector = Collector::start(&certs, &[&router], &[]);
 
     // The stalled consumer subscribes and then never reads.

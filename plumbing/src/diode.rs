@@ -97,15 +97,14 @@ impl<T> PerCore<T> {
     /// Pushes into the diode of core `core` (taken modulo the core count).
     /// Returns `true` when the oldest item there was dropped.
     pub fn push_to(&self, core: usize, item: T) -> bool {
-        let dropped = self.diodes[core % self.diodes.len()].push(item);
+        let diode = &self.diodes[core % self.diodes.len()];
+        let dropped = diode.queue.force_push(item).is_some();
+        if dropped {
+            diode.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        // Only the sweeping reader waits: one wake-up, on the whole.
         self.ready.notify_one();
         dropped
-    }
-
-    /// The diode of core `core` (taken modulo the core count), for a reader
-    /// that drains each core separately.
-    pub fn diode(&self, core: usize) -> &Diode<T> {
-        &self.diodes[core % self.diodes.len()]
     }
 
     /// Pushes into the diode of the core this thread runs on.

@@ -20,6 +20,7 @@ pub mod batch;
 pub mod config;
 pub mod diode;
 pub mod egress;
+pub mod fnv;
 pub mod grpc;
 pub mod ingress;
 pub mod logging;

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use spillway_plumbing::diode::Diode;
+use spillway_plumbing::fnv;
 use spillway_plumbing::metrics::{Direction, SelfMetrics};
 use spillway_proto::v2::{EgressBatchRequest, Envelope, envelope::Message};
 
@@ -264,29 +265,16 @@ impl Snapshot {
 /// For counters and gauges, a stable hash of what names the metric.
 fn metric_hash(e: &Envelope) -> Option<u64> {
     match e.message.as_ref()? {
-        Message::Counter(c) => Some(fnv1a(c.name.as_bytes(), FNV_OFFSET)),
+        Message::Counter(c) => Some(fnv::hash(c.name.as_bytes(), fnv::OFFSET)),
         Message::Gauge(g) => {
             let mut names: Vec<&String> = g.metrics.keys().collect();
             names.sort();
-            Some(
-                names
-                    .iter()
-                    .fold(FNV_OFFSET, |h, n| fnv1a(b"\0", fnv1a(n.as_bytes(), h))),
-            )
+            Some(names.iter().fold(fnv::OFFSET, |h, n| {
+                fnv::hash(b"\0", fnv::hash(n.as_bytes(), h))
+            }))
         }
         _ => None,
     }
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// FNV-1a: stable across processes and versions, unlike `DefaultHasher`.
-fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]

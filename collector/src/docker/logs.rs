@@ -50,10 +50,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::Event;
-use super::time::{now_ns, split_timestamp};
+use super::time::split_timestamp;
 use crate::container::{Container, EnvelopeTemplate, Stream};
 use crate::lines::{Assembler, Line, PARTIAL_LINE_TIMEOUT};
 use crate::output::Output;
+use spillway_proto::now_nanos;
 
 /// How early before `StartedAt` a new container's lines are taken.
 pub const START_SLACK: Duration = Duration::from_secs(1);
@@ -85,7 +86,7 @@ pub fn spawn(docker: Docker, events: UnboundedReceiver<Event>, out: Output) -> J
         ctx: Arc::new(Ctx {
             docker,
             out,
-            started: now_ns(),
+            started: now_nanos(),
             warn: Mutex::new(RateLimited::new(WARN_EVERY)),
         }),
         followed: HashMap::new(),
@@ -444,7 +445,7 @@ impl Follower {
                 self.ctx.warn(|| {
                     format!("container {name}: a log message without a timestamp from Docker")
                 });
-                (now_ns(), message)
+                (now_nanos(), message)
             }
         };
         self.backoff.reset();

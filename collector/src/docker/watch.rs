@@ -31,9 +31,10 @@ use spillway_plumbing::logging::{RateLimited, error_chain};
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::task::JoinHandle;
 
-use super::time::{docker_since, now_ns, parse_rfc3339};
+use super::time::{docker_since, parse_rfc3339};
 use super::{Containers, Event, container_from_inspect};
 use crate::container::Container;
+use spillway_proto::now_nanos;
 
 /// The container events that change what runs.
 const ACTIONS: [&str; 4] = ["start", "die", "destroy", "rename"];
@@ -147,7 +148,7 @@ impl Watcher {
         let clock = info
             .system_time
             .and_then(|t| parse_rfc3339(t.as_bytes()))
-            .unwrap_or_else(now_ns);
+            .unwrap_or_else(now_nanos);
         let version = format!(
             "{} (API {})",
             version.version.unwrap_or_default(),
