@@ -14,11 +14,17 @@ use anyhow::{Context as _, bail};
 
 use crate::util::{run, workspace_root};
 
-/// Debian packages, by a command that shows they are installed.
+/// Debian packages, by a command (or an absolute path) that shows they are
+/// installed.
 pub const PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("dockerd", "docker.io"),
     ("busybox", "busybox-static"),
+    // The font of the benchmark report's charts.
+    (
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "fonts-dejavu-core",
+    ),
 ];
 
 /// Installs missing Debian packages when running as root (as CI and the
@@ -26,7 +32,9 @@ pub const PACKAGES: &[(&str, &str)] = &[
 pub fn install_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
-        .filter(|(cmd, _)| !has_command(cmd))
+        .filter(|(cmd, _)| {
+            !(has_command(cmd) || Path::new(cmd).is_absolute() && Path::new(cmd).exists())
+        })
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {

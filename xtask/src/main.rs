@@ -6,6 +6,7 @@
 //! the same way: a module, a [`Command`] variant and a `match` arm in [`main`].
 //! Shared helpers (workspace root, running child processes) are in [`util`].
 
+mod bench;
 mod build_ebpf;
 mod certs;
 mod host;
@@ -33,6 +34,8 @@ enum Command {
     Test(test::Args),
     /// Build the collector's eBPF program (installs nightly and bpf-linker if missing).
     BuildEbpf(build_ebpf::Args),
+    /// Run the benchmarks (end to end and micro); `--report` writes docs/benchmarks.md.
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Command::Up(args) => up::run_up(&args),
         Command::Test(args) => test::run_tests(&args),
         Command::BuildEbpf(args) => build_ebpf::build(&args),
+        Command::Bench(args) => bench::run_bench(&args),
     }
 }
 

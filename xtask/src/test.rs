@@ -2,12 +2,12 @@
 //! running dockerd, tracefs, the eBPF toolchain and program), then runs the
 //! whole suite: formatting, clippy, the binaries' build, and every test
 //! (unit tests and the end-to-end tests that start real processes and
-//! containers).
+//! containers), then the benchmark harness's quick smoke test.
 
 use std::process::Command;
 
 use crate::util::{run, workspace_root};
-use crate::{build_ebpf, host};
+use crate::{bench, build_ebpf, host};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -45,10 +45,21 @@ pub fn run_tests(args: &Args) -> anyhow::Result<()> {
     }
     // The end-to-end tests start the binaries from the target directory.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
+    // All targets: the criterion micro-benchmarks run once each, as tests.
     let mut test = cargo();
-    test.args(["test", "--workspace"]);
+    test.args(["test", "--workspace", "--all-targets"]);
     if let Some(f) = &args.filter {
         test.arg(f);
     }
-    run(&mut test)
+    run(&mut test)?;
+    if args.filter.is_none() {
+        // The benchmark harness itself: short runs whose counts must add
+        // up, and a report made from them (no speed is asserted).
+        bench::run_bench(&bench::Args {
+            quick: true,
+            profile: "dev".into(),
+            ..bench::Args::default()
+        })?;
+    }
+    Ok(())
 }

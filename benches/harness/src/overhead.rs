@@ -1,0 +1,119 @@
+//! The collector's cost to everything else on the host: a host process (not
+//! in a container) writing small messages to a pipe, timed with and without
+//! the collector's eBPF capture attached.
+//!
+//! The tracepoints fire on every `write(2)` of the machine; for a write
+//! that is not a container's, the program looks the file's inode up and
+//! returns. That is what this measures. Runs alternate (without, with, …)
+//! so that drift of the machine hits both sides alike; the medians are
+//! compared.
+
+use std::io::Read as _;
+use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use spillway_bench_report::results::Overhead;
+use spillway_e2e::{Certs, Collector, Router};
+
+pub struct Args {
+    pub writes: u64,
+    pub write_bytes: u32,
+    pub reps: u32,
+}
+
+pub async fn measure(certs: &Certs, args: &Args) -> anyhow::Result<Overhead> {
+    let mut out = Overhead {
+        write_bytes: args.write_bytes,
+        writes: args.writes,
+        ..Overhead::default()
+    };
+    let router = Router::start(certs, &[]);
+    // Warm-up: page cache, CPU frequency.
+    pipe_writes(args.writes / 4, args.write_bytes)?;
+    for rep in 0..args.reps {
+        let without = pipe_writes(args.writes, args.write_bytes)?;
+        let mut collector = Collector::start(certs, &[&router], &["--source", "ebpf"]);
+        // Loaded and attached (the collector logs when it is).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if !collector.proc.alive() {
+            bail!("the collector exited:\n{}", collector.proc.log());
+        }
+        let with = pipe_writes(args.writes, args.write_bytes)?;
+        collector.proc.kill();
+        eprintln!(
+            "  overhead rep {}: {:.1} ns/write without, {:.1} with",
+            rep + 1,
+            without,
+            with
+        );
+        out.without_ns.push(without);
+        out.with_ns.push(with);
+    }
+    out.overhead_pct = 100.0 * (median(&out.with_ns) / median(&out.without_ns) - 1.0);
+    Ok(out)
+}
+
+/// Nanoseconds per `write(2)` of `bytes` bytes to a pipe that a thread
+/// drains.
+fn pipe_writes(writes: u64, bytes: u32) -> anyhow::Result<f64> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) returns.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: both are fresh descriptors that nothing else owns.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let reader = std::thread::spawn(move || {
+        let mut file = std::fs::File::from(read);
+        let mut buf = vec![0u8; 1 << 16];
+        while matches!(file.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let msg = vec![b'x'; bytes as usize];
+    let started = Instant::now();
+    for _ in 0..writes {
+        // SAFETY: `msg` is valid for `msg.len()` bytes; the descriptor is open.
+        let n = unsafe {
+            libc::write(
+                std::os::fd::AsRawFd::as_raw_fd(&write),
+                msg.as_ptr().cast(),
+                msg.len(),
+            )
+        };
+        if n != msg.len() as isize {
+            bail!("write: {}", std::io::Error::last_os_error());
+        }
+    }
+    let elapsed = started.elapsed();
+    drop(write);
+    reader.join().expect("reader thread");
+    Ok(elapsed.as_nanos() as f64 / writes as f64)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn times_pipe_writes() {
+        let ns = pipe_writes(1000, 64).unwrap();
+        assert!(ns > 0.0);
+    }
+}

@@ -1,0 +1,201 @@
+//! Cutting a full diode into batches: `spillway_plumbing::batch`.
+//!
+//! Between each diode and the next hop, a lane takes the envelopes out with
+//! `next_batch` (up to `--batch-size` 256, default flags) and cuts them
+//! with `chunk_by_bytes` so that no gRPC message exceeds its limit, sizing
+//! every envelope with prost's `encoded_len`. Under load the diode is full
+//! and batches are full at once, so this is the whole per-envelope cost of
+//! batching in the collector's shipper and in the router's egress. Each
+//! iteration drains a diode holding 40 full batches (10,240 envelopes, just
+//! above the default 10,000 buffer; whole batches, so no batch waits for
+//! its linger) through the code path of:
+//!
+//! - `collector_shard_lane`: an ordered lane of the collector's shipper
+//!   (`Diode<Envelope>`; drop what cannot fit a message, then cut by the
+//!   bytes each envelope takes in an `EnvelopeBatch`).
+//! - `collector_app_lane`: the same over the `PerCore` diodes of the v2
+//!   Ingress API (the envelopes spread over the CPUs' diodes).
+//! - `router_egress`: a router subscription served by `serve_diode`
+//!   (`Diode<Arc<Envelope>>`, unwrapped to envelopes, cut by
+//!   `encoded_len + 4`).
+//! - `next_batch_only`: `next_batch` on a `Diode<Envelope>` without the
+//!   cutting by bytes, to show what the sizing costs.
+//!
+//! The futures are polled directly (a full diode never makes `next_batch`
+//! wait). Refilling the diode between iterations is not measured.
+//! Throughput is in envelopes.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use spillway_plumbing::batch::{self, BatchArgs, BatchPolicy, Source};
+use spillway_plumbing::diode::{Diode, PerCore};
+use spillway_plumbing::grpc::DEFAULT_MAX_MESSAGE_BYTES;
+use spillway_proto::v2::Envelope;
+
+mod common;
+
+/// Envelopes per iteration: 40 batches of the default 256.
+const BATCHES: usize = 40;
+
+/// The default `--batch-size 256 --batch-interval 5ms`.
+fn policy() -> BatchPolicy {
+    BatchArgs {
+        batch_size: 256,
+        batch_interval: Duration::from_millis(5),
+    }
+    .policy()
+}
+
+/// Runs a future that must not wait: `next_batch` on a source holding at
+/// least a full batch returns at once.
+fn ready_now<F: Future>(f: F) -> F::Output {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("next_batch waited: the source held less than a full batch"),
+    }
+}
+
+/// Bytes `e` takes inside an `EnvelopeBatch` (as the collector's shipper
+/// computes it).
+fn batch_entry_len(e: &Envelope) -> usize {
+    use prost::Message as _;
+    let len = e.encoded_len();
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// What a collector lane does with `items` envelopes of `source`: the
+/// messages it would send.
+fn collector_lane(source: &impl Source<Envelope>, items: usize) -> Vec<Vec<Envelope>> {
+    let (policy, max_message_bytes) = (policy(), DEFAULT_MAX_MESSAGE_BYTES);
+    let max_bytes = max_message_bytes.min(batch::MAX_BATCH_BYTES);
+    let mut messages = Vec::new();
+    let mut taken = 0;
+    while taken < items {
+        let mut envelopes = ready_now(batch::next_batch(source, policy));
+        taken += envelopes.len();
+        envelopes.retain(|e| batch_entry_len(e) <= max_message_bytes);
+        messages.extend(batch::chunk_by_bytes(envelopes, max_bytes, batch_entry_len));
+    }
+    messages
+}
+
+/// What the router's egress does with `items` envelopes of a subscription.
+fn router_egress(diode: &Diode<Arc<Envelope>>, items: usize) -> Vec<Vec<Envelope>> {
+    use prost::Message as _;
+    let policy = policy();
+    let mut messages = Vec::new();
+    let mut taken = 0;
+    while taken < items {
+        let shared = ready_now(batch::next_batch(diode, policy));
+        taken += shared.len();
+        let envelopes: Vec<Envelope> = shared.into_iter().map(Arc::unwrap_or_clone).collect();
+        messages.extend(batch::chunk_by_bytes(
+            envelopes,
+            batch::MAX_BATCH_BYTES,
+            |e| e.encoded_len() + 4,
+        ));
+    }
+    messages
+}
+
+/// Total time of `iters` runs of `drain`, each followed by an unmeasured
+/// `refill` with what it returned.
+fn timed<O>(iters: u64, mut drain: impl FnMut() -> O, mut refill: impl FnMut(O)) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let start = Instant::now();
+        let out = black_box(drain());
+        total += start.elapsed();
+        refill(out);
+    }
+    total
+}
+
+fn batching(c: &mut Criterion) {
+    let items = BATCHES * policy().max_items;
+    let envelopes: Vec<Envelope> = (0..items)
+        .map(|i| common::container_log("shop-web", i))
+        .collect();
+    let refill_diode = |diode: &Diode<Envelope>, messages: Vec<Vec<Envelope>>| {
+        for e in messages.into_iter().flatten() {
+            diode.push(e);
+        }
+        assert_eq!(diode.len(), items, "every envelope came back");
+    };
+
+    let mut group = c.benchmark_group("batching");
+    group
+        .throughput(Throughput::Elements(items as u64))
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(30);
+
+    let diode = Diode::new(items);
+    refill_diode(&diode, vec![envelopes.clone()]);
+    group.bench_function("collector_shard_lane", |b| {
+        b.iter_custom(|iters| {
+            timed(
+                iters,
+                || collector_lane(&diode, items),
+                |m| refill_diode(&diode, m),
+            )
+        })
+    });
+
+    let per_core = PerCore::for_this_machine(items);
+    let cores = per_core.cores();
+    let refill_per_core = |messages: Vec<Vec<Envelope>>| {
+        for (i, e) in messages.into_iter().flatten().enumerate() {
+            per_core.push_to(i % cores, e);
+        }
+        assert_eq!(per_core.len(), items, "every envelope came back");
+    };
+    refill_per_core(vec![envelopes.clone()]);
+    group.bench_function("collector_app_lane", |b| {
+        b.iter_custom(|iters| timed(iters, || collector_lane(&per_core, items), refill_per_core))
+    });
+
+    let shared = Diode::new(items);
+    let refill_shared = |messages: Vec<Vec<Envelope>>| {
+        for e in messages.into_iter().flatten() {
+            shared.push(Arc::new(e));
+        }
+        assert_eq!(shared.len(), items, "every envelope came back");
+    };
+    refill_shared(vec![envelopes.clone()]);
+    group.bench_function("router_egress", |b| {
+        b.iter_custom(|iters| timed(iters, || router_egress(&shared, items), refill_shared))
+    });
+
+    group.bench_function("next_batch_only", |b| {
+        b.iter_custom(|iters| {
+            timed(
+                iters,
+                || {
+                    let mut batches = Vec::with_capacity(BATCHES);
+                    for _ in 0..BATCHES {
+                        batches.push(ready_now(batch::next_batch(&diode, policy())));
+                    }
+                    batches
+                },
+                |m| refill_diode(&diode, m),
+            )
+        })
+    });
+
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = batching
+}
+criterion_main!(benches);

@@ -1,0 +1,14 @@
+//! Criterion micro-benchmarks of Spillway's hot paths, in `benches/` (run
+//! them with `cargo xtask bench` or `cargo bench -p spillway-microbench`;
+//! `cargo test -p spillway-microbench --benches` runs each once):
+//! `diode` compares the diodes of `spillway_plumbing::diode` (plain and
+//! per-core) with `crossbeam_channel` and `std::sync::mpsc`, on one thread
+//! (groups `diode_push_pop`) and between a producer and a consumer thread
+//! (`diode_spsc`, `diode_spsc_1024`); `envelope` encodes and decodes
+//! Loggregator v2 envelopes like the collector's with prost, one and a
+//! batch of 100 (`envelope_encode`, `envelope_decode`); `batching` cuts a
+//! full diode into batches as the collector's shipper and the router's
+//! egress do (`batching`); `matching` publishes batches into the router's
+//! `PubSub` with 10, 1,000 and 10,000 subscriptions (`router_match`).
+//! Results land in the standard criterion layout under `target/criterion`;
+//! each bench file's module doc says what it measures and why it matters.

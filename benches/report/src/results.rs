@@ -1,0 +1,118 @@
+//! What a benchmark run measured, as written to `target/bench/results.json`
+//! (a JSON array, one [`RunResult`] per run), and the other files the report
+//! reads.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+/// One end-to-end run: `containers` emitters writing `line_bytes`-byte
+/// lines at `offered_lps` lines/s in total, captured by `source`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// `ebpf`, `docker` (the Docker logs API) or `none` (no collector: what
+    /// the emitters, dockerd and containerd cost on their own).
+    pub source: String,
+    pub containers: u32,
+    /// Bytes per line, newline included.
+    pub line_bytes: u32,
+    /// The rate asked of the emitters, lines/s, all containers together.
+    pub offered_lps: f64,
+    /// Distinct lines delivered per second, from the first write to the
+    /// last delivery (`null` without a collector).
+    pub delivered_lps: Option<f64>,
+    /// Lines written but never delivered, % of `sent`.
+    pub loss_pct: Option<f64>,
+    /// Lines delivered more than once (extra copies).
+    pub dup: u64,
+    /// Latency from the emitter's timestamp to the consumer, ms.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// CPU seconds (user + system) during the run, by process: collector,
+    /// router, rlp, dockerd, containerd, containerd-shim (all), emitters
+    /// (all), consumer (the harness's in-process consumer).
+    pub cpu_s: BTreeMap<String, f64>,
+    /// Peak resident memory during the run, MiB, by process group (the
+    /// group's summed VmRSS, sampled every 100 ms).
+    pub rss_mb: BTreeMap<String, f64>,
+
+    // Beyond the fields the issue names.
+    /// Which part of the plan this run belongs to (`sweep`, `target`, `quick`).
+    pub suite: String,
+    /// Lines the emitters wrote (they write every line; a pipe that is full
+    /// blocks them, it never loses a line).
+    pub sent: u64,
+    /// Distinct lines the consumer got.
+    pub delivered: u64,
+    /// `sent - delivered`.
+    pub lost: u64,
+    /// The rate the emitters achieved: `sent` over the time from the
+    /// common start to the last emitter's exit. Below `offered_lps` when
+    /// the host (or Docker's log pipe) cannot take the offered rate.
+    pub emitted_lps: f64,
+    /// Seconds from the common start to the end of the drain.
+    pub duration_s: f64,
+    /// Drops counted by Spillway itself during the run, by stage
+    /// (`capture/<reason>`, `collector/<direction>`, `router/...`, `rlp/...`).
+    pub dropped: BTreeMap<String, u64>,
+}
+
+impl RunResult {
+    /// Total CPU seconds of every process measured.
+    pub fn cpu_total(&self) -> f64 {
+        self.cpu_s.values().sum()
+    }
+
+    /// Did the run hold its offered rate without more than `max_loss_pct`?
+    pub fn holds(&self, max_loss_pct: f64) -> bool {
+        self.loss_pct.is_some_and(|l| l <= max_loss_pct)
+            && self.emitted_lps >= 0.9 * self.offered_lps
+    }
+}
+
+/// The host-overhead measurement (`target/bench/overhead.json`): a host
+/// process writing small messages to a pipe, with and without the collector.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overhead {
+    pub write_bytes: u32,
+    pub writes: u64,
+    /// Nanoseconds per write, one figure per repetition.
+    pub without_ns: Vec<f64>,
+    pub with_ns: Vec<f64>,
+    /// Slowdown of the median, %.
+    pub overhead_pct: f64,
+}
+
+/// What the report says about the machine (`target/bench/machine.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: u32,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub os: String,
+    pub docker: String,
+    /// The cargo profile the binaries were built with.
+    pub profile: String,
+    pub date: String,
+}
+
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+}
+
+/// Writes `value` as pretty JSON, through a temporary file so that a
+/// reader never sees half a file.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(value)?)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
