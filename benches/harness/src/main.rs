@@ -79,6 +79,10 @@ struct RunArgs {
     /// Seconds the emitters write in each run.
     #[arg(long, default_value_t = 5)]
     duration: u64,
+    /// Add to the runs already in `<out>/results.json` instead of starting
+    /// a new file (to resume or extend a plan).
+    #[arg(long)]
+    append: bool,
     /// Skip the sweep.
     #[arg(long)]
     no_sweep: bool,
@@ -281,7 +285,11 @@ async fn run_bench(mut args: RunArgs) -> anyhow::Result<()> {
         },
         out: args.out.clone(),
         check: args.check,
-        runs: Vec::new(),
+        runs: if args.append && args.out.join("results.json").exists() {
+            results::read_json(&args.out.join("results.json"))?
+        } else {
+            Vec::new()
+        },
         failures: Vec::new(),
     };
     if args.quick {

@@ -144,8 +144,9 @@ pub async fn run(setup: &Setup, case: &Case, run_no: u32) -> anyhow::Result<Outc
     let sampler = Sampler::start(named);
     let start_at = now_nanos();
     release(&work)?;
+    let limit = setup.duration * 5 + Duration::from_secs(60);
     let (emitters, emit_end) = tokio::task::spawn_blocking(move || {
-        let end = emitters.wait();
+        let end = emitters.wait(limit);
         (emitters, end)
     })
     .await?;

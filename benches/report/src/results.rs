@@ -66,10 +66,16 @@ impl RunResult {
         self.cpu_s.values().sum()
     }
 
-    /// Did the run hold its offered rate without more than `max_loss_pct`?
+    /// Did the run hold its offered rate: the emitters wrote at least 90%
+    /// of it, the collector kept up (delivered at least 90% of what was
+    /// written per second, so it did not just fall behind a file it reads
+    /// later) and lost at most `max_loss_pct`?
     pub fn holds(&self, max_loss_pct: f64) -> bool {
         self.loss_pct.is_some_and(|l| l <= max_loss_pct)
             && self.emitted_lps >= 0.9 * self.offered_lps
+            && self
+                .delivered_lps
+                .is_some_and(|d| d >= 0.9 * self.emitted_lps)
     }
 }
 
@@ -115,4 +121,42 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(value)?)?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_holds_only_when_it_keeps_up_without_loss() {
+        let held = RunResult {
+            offered_lps: 10_000.0,
+            emitted_lps: 9_950.0,
+            delivered_lps: Some(9_900.0),
+            loss_pct: Some(0.05),
+            ..RunResult::default()
+        };
+        assert!(held.holds(0.1));
+        let lossy = RunResult {
+            loss_pct: Some(0.2),
+            ..held.clone()
+        };
+        assert!(!lossy.holds(0.1));
+        let behind = RunResult {
+            delivered_lps: Some(6_000.0),
+            ..held.clone()
+        };
+        assert!(!behind.holds(0.1), "fell behind the emitters");
+        let not_offered = RunResult {
+            emitted_lps: 5_000.0,
+            ..held.clone()
+        };
+        assert!(!not_offered.holds(0.1), "the host could not write the rate");
+        let no_collector = RunResult {
+            delivered_lps: None,
+            loss_pct: None,
+            ..held
+        };
+        assert!(!no_collector.holds(0.1));
+    }
 }
