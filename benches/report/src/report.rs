@@ -525,7 +525,8 @@ fn cpu_section(out: &mut String, runs: &[RunResult]) {
     if lossy {
         w!(
             out,
-            "†: the run did not hold its rate (it lost more than {MAX_LOSS_PCT} %, or the emitters fell short)."
+            "†: the run did not hold its rate (it lost more than {MAX_LOSS_PCT} %, the emitters fell short, \
+             or the collector fell behind)."
         );
         w!(out);
     }

@@ -62,8 +62,9 @@ pub const START_SLACK: Duration = Duration::from_secs(1);
 /// How often incomplete lines are checked against [`PARTIAL_LINE_TIMEOUT`].
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
-/// How long a stream may go on after its container stopped before the
-/// follower gives up on it.
+/// How long a stream may stay silent after its container stopped before
+/// the follower gives up on it (Docker does not always end it). While
+/// output keeps coming, a follower that lags behind the log file reads on.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many failed reads after its container stopped before the follower
@@ -232,7 +233,8 @@ enum ReadEnd {
     /// Docker ended it: the container stopped (or dockerd is stopping).
     Clean,
     Failed(String),
-    /// The container stopped but the stream went on for [`DRAIN_TIMEOUT`].
+    /// The container stopped and the stream stayed silent, but open, for
+    /// [`DRAIN_TIMEOUT`].
     Abandoned,
 }
 
@@ -350,7 +352,12 @@ impl Follower {
                     }
                 }
                 item = stream.next() => match item {
-                    Some(Ok(output)) => self.on_output(output, &mut resume, &mut tty),
+                    Some(Ok(output)) => {
+                        self.on_output(output, &mut resume, &mut tty);
+                        if drain_by.is_some() {
+                            drain_by = Some(drain_deadline());
+                        }
+                    }
                     Some(Err(e)) => return ReadEnd::Failed(error_chain(&e)),
                     None => {
                         while let Some(m) = tty.next(true) {
