@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use prost::Message as _;
 use spillway_plumbing::backoff::Backoff;
 use spillway_plumbing::batch::{self, BatchPolicy};
 use spillway_plumbing::diode::PerCore;
@@ -144,7 +143,7 @@ impl Lane {
         loop {
             let mut envelopes = batch::next_batch(&source, self.policy).await;
             let before = envelopes.len();
-            envelopes.retain(|e| batch_entry_len(e) <= self.max_message_bytes);
+            envelopes.retain(|e| batch::entry_len(e) <= self.max_message_bytes);
             self.metrics
                 .dropped(Direction::Egress, (before - envelopes.len()) as u64);
             if self.links.links.is_empty() {
@@ -153,7 +152,7 @@ impl Lane {
                     .dropped(Direction::Egress, envelopes.len() as u64);
                 continue;
             }
-            for chunk in batch::chunk_by_bytes(envelopes, max_bytes, batch_entry_len) {
+            for chunk in batch::chunk_by_bytes(envelopes, max_bytes, batch::entry_len) {
                 let i = self.links.pick(current, next).await;
                 if sticky.is_some() {
                     current = Some(i);
@@ -171,13 +170,6 @@ impl Lane {
             }
         }
     }
-}
-
-/// Bytes `e` takes inside an `EnvelopeBatch`: the envelope, its field tag
-/// and its length prefix.
-fn batch_entry_len(e: &Envelope) -> usize {
-    let len = e.encoded_len();
-    1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
 /// One connection to a router, redialled forever. It writes the batches

@@ -92,6 +92,14 @@ impl BatchArgs {
     }
 }
 
+/// Bytes `e` takes inside an `EnvelopeBatch`: the envelope, its field tag
+/// and its length prefix (for cutting batches at a message size limit).
+pub fn entry_len(e: &spillway_proto::v2::Envelope) -> usize {
+    use prost::Message as _;
+    let len = e.encoded_len();
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
 /// Waits for the next batch from `source`: at least one item, at most
 /// `policy.max_items`, returned when full or `policy.linger` after the
 /// first item.

@@ -148,22 +148,6 @@ impl Counter {
     }
 
     fn batch(&mut self, batch: &[v2::Envelope], rx: i64) {
-        if std::env::var_os("SPILLWAY_BENCH_TRACE").is_some() {
-            let worst = batch
-                .iter()
-                .filter_map(|e| match &e.message {
-                    Some(v2::envelope::Message::Log(l)) => parse_line(&l.payload),
-                    _ => None,
-                })
-                .map(|(_, ts)| rx - ts)
-                .max()
-                .unwrap_or(0);
-            eprintln!(
-                "trace rx={rx} batch={} worst_ms={}",
-                batch.len(),
-                worst / 1_000_000
-            );
-        }
         for e in batch {
             if !e.source_id.starts_with(&self.prefix) {
                 continue; // not this run's: other containers, self metrics

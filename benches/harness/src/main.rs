@@ -27,6 +27,7 @@ use clap::{Parser, Subcommand};
 use spillway_bench_report::report;
 use spillway_bench_report::results::{self, RunResult};
 use spillway_e2e::Certs;
+use spillway_e2e::docker::is_root;
 
 use crate::run::{Case, Outcome, Setup, Source};
 
@@ -243,11 +244,6 @@ fn summary(r: &RunResult) -> String {
         r.cpu_s.get("collector").copied().unwrap_or(0.0),
         r.cpu_total(),
     )
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 async fn run_bench(mut args: RunArgs) -> anyhow::Result<()> {

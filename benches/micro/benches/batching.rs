@@ -61,14 +61,6 @@ fn ready_now<F: Future>(f: F) -> F::Output {
     }
 }
 
-/// Bytes `e` takes inside an `EnvelopeBatch` (as the collector's shipper
-/// computes it).
-fn batch_entry_len(e: &Envelope) -> usize {
-    use prost::Message as _;
-    let len = e.encoded_len();
-    1 + prost::encoding::encoded_len_varint(len as u64) + len
-}
-
 /// What a collector lane does with `items` envelopes of `source`: the
 /// messages it would send.
 fn collector_lane(source: &impl Source<Envelope>, items: usize) -> Vec<Vec<Envelope>> {
@@ -79,8 +71,12 @@ fn collector_lane(source: &impl Source<Envelope>, items: usize) -> Vec<Vec<Envel
     while taken < items {
         let mut envelopes = ready_now(batch::next_batch(source, policy));
         taken += envelopes.len();
-        envelopes.retain(|e| batch_entry_len(e) <= max_message_bytes);
-        messages.extend(batch::chunk_by_bytes(envelopes, max_bytes, batch_entry_len));
+        envelopes.retain(|e| batch::entry_len(e) <= max_message_bytes);
+        messages.extend(batch::chunk_by_bytes(
+            envelopes,
+            max_bytes,
+            batch::entry_len,
+        ));
     }
     messages
 }
@@ -193,9 +189,7 @@ fn batching(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = common::config();
     targets = batching
 }
 criterion_main!(benches);

@@ -18,7 +18,6 @@
 //! Throughput is in envelopes.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
@@ -94,9 +93,7 @@ fn decode(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = common::config();
     targets = encode, decode
 }
 criterion_main!(benches);

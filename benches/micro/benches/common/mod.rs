@@ -54,3 +54,11 @@ pub fn container_log(source_id: &str, seq: usize) -> Envelope {
     e.tags = container_tags(seq % 16);
     e
 }
+
+/// The criterion settings every bench uses: short, so that the whole
+/// suite stays within a few minutes.
+pub fn config() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2))
+}
