@@ -2,6 +2,9 @@
 //! output (the contract's "Envelopes made from container output" table).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use spillway_routes::ContainerInfo;
 
 use spillway_proto::v2::{Envelope, Log, envelope::Message, log::Type};
 
@@ -16,6 +19,8 @@ pub struct Container {
     pub name: String,
     /// The image as the container was created from it (`Config.Image`).
     pub image: String,
+    /// The container's own hostname (`Config.Hostname`).
+    pub hostname: String,
     pub labels: BTreeMap<String, String>,
     /// `KEY=VALUE` entries of the container's environment.
     pub env: Vec<String>,
@@ -107,6 +112,8 @@ pub struct EnvelopeTemplate {
     source_id: String,
     instance_id: String,
     tags: std::collections::HashMap<String, String>,
+    /// The container as routes see it (filters, syslog fields).
+    pub info: Arc<ContainerInfo>,
 }
 
 impl EnvelopeTemplate {
@@ -115,6 +122,13 @@ impl EnvelopeTemplate {
             source_id: c.source_id().to_owned(),
             instance_id: c.instance_id().to_owned(),
             tags: c.tags(host),
+            info: Arc::new(ContainerInfo {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                image: c.image.clone(),
+                hostname: c.hostname.clone(),
+                labels: c.labels.clone(),
+            }),
         }
     }
 

@@ -10,11 +10,16 @@
 //!   ([`spillway_plumbing::ingress`]) → [`enrich`] (source id fallback,
 //!   counter totals, `host` tag) → the per-core diodes.
 //! - [`shipper`] batches both to the routers over gRPC BatchSender streams.
+//! - Container lines (and, for routes that ask, metrics from ingress) also
+//!   go to the routes of [`spillway_routes`] (syslog and raw receivers) and
+//!   to `/logs` clients, served on the HTTP port with the routes API
+//!   ([`http`]).
 
 pub mod container;
 pub mod docker;
 pub mod ebpf;
 pub mod enrich;
+pub mod http;
 pub mod lines;
 pub mod output;
 pub mod shipper;
@@ -35,6 +40,8 @@ use spillway_plumbing::parse_duration;
 use spillway_plumbing::tls::TlsArgs;
 use spillway_proto::v2::Envelope;
 
+use spillway_routes::{Event, Hub, RouteMetrics, Routes};
+
 use crate::enrich::Enricher;
 use crate::output::Output;
 use crate::sources::SourceKind;
@@ -53,9 +60,21 @@ pub struct Flags {
     /// gRPC address of the v2 Ingress API for apps.
     #[arg(long, default_value = "127.0.0.1:3458")]
     pub ingress_addr: SocketAddr,
-    /// HTTP address for `/health` and `/metrics`.
+    /// HTTP address for `/health`, `/metrics`, the routes API and `/logs`.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
+    /// Bearer token every HTTP endpoint but `/health` then requires.
+    /// Required when --http-addr is not a loopback address.
+    #[arg(long, value_name = "TOKEN")]
+    pub http_token: Option<String>,
+    /// A logspout-style route (repeatable), e.g.
+    /// `syslog+tls://logs.example:6514?filter.name=web-*`. Routes given
+    /// here are not saved; those added by the routes API are.
+    #[arg(long = "route", value_name = "URI")]
+    pub route: Vec<String>,
+    /// Where the routes added by the routes API are kept across restarts.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/spillway")]
+    pub state_dir: PathBuf,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Where container output comes from: `auto` (eBPF where the kernel and
@@ -89,6 +108,7 @@ pub struct Flags {
 /// should end the process with status 2.
 pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> {
     let tls = flags.tls.load()?;
+    http::check_token(flags.http_addr, flags.http_token.as_deref())?;
     let host = flags
         .hostname
         .clone()
@@ -98,7 +118,12 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         "capture_dropped",
         "Container writes the eBPF program could not deliver whole, by reason",
     );
+    let route_metrics = RouteMetrics::register(&mut metrics);
     let metrics = Arc::new(metrics);
+    let hub = Hub::new();
+    let routes = Routes::new(hub.clone(), route_metrics.clone(), Some(&flags.state_dir))?;
+    routes.start_flags(&flags.route)?;
+    let restored = routes.restore()?;
     let diodes: Arc<PerCore<Envelope>> = PerCore::for_this_machine(flags.buffer_per_core);
 
     let routers = flags
@@ -115,11 +140,21 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
 
     let enricher = Arc::new(Enricher::new(host.clone()));
     let sink = {
-        let (diodes, metrics) = (diodes.clone(), metrics.clone());
+        let (diodes, metrics, hub) = (diodes.clone(), metrics.clone(), hub.clone());
         Arc::new(move |batch: Vec<Envelope>| {
             let mut dropped = 0;
             for mut e in batch {
                 enricher.enrich(&mut e);
+                // Apps' metrics go to routes that ask (include=metrics).
+                if !matches!(
+                    e.message,
+                    Some(spillway_proto::v2::envelope::Message::Log(_))
+                ) {
+                    hub.publish(|| Event {
+                        envelope: e.clone(),
+                        container: None,
+                    });
+                }
                 dropped += u64::from(diodes.push(e));
             }
             metrics.dropped(Direction::Ingress, dropped);
@@ -133,7 +168,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
 
     let policy = flags.batch.policy();
     let shards = output::shards(diodes.cores(), flags.buffer_per_core);
-    let output = Output::new(shards.clone(), &host, metrics.clone());
+    let output = Output::new(shards.clone(), &host, metrics.clone(), hub.clone());
     let source = sources::start(flags.source, &flags.docker_host, output, capture_drops)?;
     shipper::spawn(
         diodes.clone(),
@@ -144,7 +179,16 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         flags.max_message_bytes,
         metrics.clone(),
     );
-    metrics::spawn_http(http_listener, metrics::http_routes(metrics.clone()));
+    let http_context = http::Context {
+        metrics: metrics.clone(),
+        hub,
+        routes: routes.clone(),
+        route_metrics,
+    };
+    metrics::spawn_http(
+        http_listener,
+        http::router(&http_context, flags.http_token.clone()),
+    );
     metrics.spawn_emitter(host.clone(), flags.metrics_interval, move |envelopes| {
         sink(envelopes)
     });
@@ -161,7 +205,17 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         flags.router.len(),
     );
     tracing::debug!("container source: {source:?}");
+    if !flags.route.is_empty() || restored > 0 {
+        tracing::info!(
+            "routes: {} from --route, {restored} restored from {}",
+            flags.route.len(),
+            flags.state_dir.display()
+        );
+    }
+    // The routes live as long as the server task.
+    let routes_alive = routes;
     Ok(tokio::spawn(async move {
+        let _routes = routes_alive;
         if let Err(e) = server
             .serve_with_incoming(grpc::incoming(ingress_listener))
             .await

@@ -10,8 +10,10 @@ use spillway_plumbing::diode::Diode;
 use spillway_plumbing::fnv;
 use spillway_plumbing::metrics::{Direction, SelfMetrics};
 use spillway_proto::v2::Envelope;
+use spillway_routes::{Event, Hub};
 
-use crate::container::{Container, EnvelopeTemplate};
+use crate::container::{Container, EnvelopeTemplate, Stream};
+use crate::lines::Line;
 
 /// One diode per shard, each drained by its own ordered lane
 /// ([`crate::shipper`]).
@@ -29,14 +31,18 @@ pub struct Output {
     diodes: Shards,
     host: Arc<str>,
     metrics: Arc<SelfMetrics>,
+    routes: Arc<Hub>,
 }
 
 impl Output {
-    pub fn new(diodes: Shards, host: &str, metrics: Arc<SelfMetrics>) -> Self {
+    /// Container lines go to `diodes` (towards the routers) and, when
+    /// routes or `/logs` clients listen, to `routes`.
+    pub fn new(diodes: Shards, host: &str, metrics: Arc<SelfMetrics>, routes: Arc<Hub>) -> Self {
         Output {
             diodes,
             host: host.into(),
             metrics,
+            routes,
         }
     }
 
@@ -53,6 +59,17 @@ impl Output {
     /// The shard of a container: a stable hash of its id.
     pub fn shard_of(&self, container_id: &str) -> usize {
         (fnv::hash(container_id.as_bytes(), fnv::OFFSET) % self.shards() as u64) as usize
+    }
+
+    /// Sends one line of a container: to the routes that want it, and into
+    /// `shard`'s diode.
+    pub fn line(&self, shard: usize, template: &EnvelopeTemplate, stream: Stream, line: Line) {
+        let e = template.envelope(stream, line);
+        self.routes.publish(|| Event {
+            envelope: e.clone(),
+            container: Some(template.info.clone()),
+        });
+        self.send(shard, e);
     }
 
     /// Parks `e` in `shard`'s diode; a full diode drops its oldest envelope

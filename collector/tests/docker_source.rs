@@ -76,6 +76,7 @@ impl Harness {
             diodes.clone(),
             HOST,
             Arc::new(SelfMetrics::new("collector")),
+            spillway_routes::Hub::new(),
         );
         let known = Containers::default();
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();

@@ -6,6 +6,7 @@
 //! (`cargo build --bins` first; `cargo xtask test` does it).
 
 pub mod docker;
+pub mod rsyslog;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -75,7 +76,7 @@ impl Certs {
         let sans = ["localhost", "127.0.0.1"];
         let ca = devcerts::Ca::new("spillway test CA").unwrap();
         std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
-        for name in ["collector", "router", "rlp", "client"] {
+        for name in ["collector", "router", "rlp", "client", "receiver"] {
             let issued = ca.issue(name, &sans).unwrap();
             std::fs::write(dir.join(format!("{name}.pem")), &issued.cert_pem).unwrap();
             std::fs::write(dir.join(format!("{name}-key.pem")), &issued.key_pem).unwrap();
@@ -347,6 +348,10 @@ impl Collector {
             args.extend(["--router".to_string(), r.addr()]);
         }
         args.extend(certs.flags("collector"));
+        if !extra.contains(&"--state-dir") {
+            let state = certs.dir.join(format!("state-{http_port}"));
+            args.extend(["--state-dir".to_string(), state.display().to_string()]);
+        }
         if !extra.contains(&"--source") {
             // Container capture only in the tests about it.
             args.extend(s(&["--source", "none"]));

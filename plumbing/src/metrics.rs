@@ -126,6 +126,12 @@ impl SelfMetrics {
         }
     }
 
+    /// The `dropped` family itself, for stages that count drops under
+    /// labels of their own (`dropped{direction="egress",route="r1"}`).
+    pub fn dropped_family(&self) -> Family<Labels, Counter> {
+        self.dropped.clone()
+    }
+
     pub fn dropped_total(&self, direction: Direction) -> u64 {
         self.dropped_counter(direction).get()
     }

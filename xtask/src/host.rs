@@ -20,6 +20,12 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("dockerd", "docker.io"),
     ("busybox", "busybox-static"),
+    // The syslog receiver of the routes tests, and its TLS driver.
+    ("rsyslogd", "rsyslog"),
+    (
+        "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so",
+        "rsyslog-gnutls",
+    ),
     // The font of the benchmark report's charts.
     (
         "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",

@@ -265,8 +265,7 @@ struct Emit {
 
 impl Emit {
     fn line(&self, stream: Stream, line: Line) {
-        self.out
-            .send(self.shard, self.template.envelope(stream, line));
+        self.out.line(self.shard, &self.template, stream, line);
     }
 }
 

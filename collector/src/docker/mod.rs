@@ -233,6 +233,7 @@ fn container_from_inspect(r: bollard::models::ContainerInspectResponse) -> Optio
     Some(Container {
         name: name.strip_prefix('/').unwrap_or(&name).to_owned(),
         image: config.image.unwrap_or_default(),
+        hostname: config.hostname.unwrap_or_default(),
         labels: config.labels.unwrap_or_default().into_iter().collect(),
         env: config.env.unwrap_or_default(),
         tty: config.tty.unwrap_or(false),

@@ -310,14 +310,14 @@ impl LoopHandler {
             },
         };
         let (output, core, info) = (&self.output, self.core, &state.info);
-        let send = |line| output.send(core, info.template.envelope(info.stream, line));
+        let send = |line| output.line(core, &info.template, info.stream, line);
         state.lines.push(data, timestamp, now, send);
         if truncated {
             // The rest of this write was not captured: end the line here
             // rather than glue the next write onto it.
             state
                 .lines
-                .flush(|line| output.send(core, info.template.envelope(info.stream, line)));
+                .flush(|line| output.line(core, &info.template, info.stream, line));
         }
     }
 
@@ -411,7 +411,7 @@ impl Handler for LoopHandler {
             state
                 .lines
                 .flush_if_older(PARTIAL_LINE_TIMEOUT, now, |line| {
-                    output.send(core, info.template.envelope(info.stream, line))
+                    output.line(core, &info.template, info.stream, line)
                 });
         }
         let generation = self.registry.generation.load(Ordering::Acquire);
@@ -444,7 +444,7 @@ impl LoopHandler {
                     let (output, core, info) = (&self.output, self.core, &state.info);
                     state
                         .lines
-                        .flush(|line| output.send(core, info.template.envelope(info.stream, line)));
+                        .flush(|line| output.line(core, &info.template, info.stream, line));
                 }
             }
         }

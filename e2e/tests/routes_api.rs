@@ -1,0 +1,258 @@
+//! The routes API on the collector's HTTP port, with curl: create, list,
+//! get, delete, 400 naming the problem, persistence across a restart, and
+//! the bearer token when the port listens beyond loopback.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use spillway_e2e::*;
+
+/// `curl` → (status, body).
+fn curl(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+        .arg(format!("http://127.0.0.1:{port}{path}"));
+    if let Some(b) = body {
+        cmd.args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &b.to_string(),
+        ]);
+    }
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = cmd.output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').expect("a status line");
+    (code.trim().parse().unwrap(), body.to_owned())
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[test]
+fn create_list_get_delete_and_persist() {
+    let certs = Certs::new();
+    let state = certs.dir.join("state");
+    let state_flag = state.display().to_string();
+    let flag_route = "raw+tcp://127.0.0.1:9?filter.name=from-flag";
+    let start = || {
+        Collector::start(
+            &certs,
+            &[],
+            &["--state-dir", &state_flag, "--route", flag_route],
+        )
+    };
+    let mut collector = start();
+    let port = collector.http_port;
+
+    let (code, body) = curl(port, "GET", "/routes", None, None);
+    assert_eq!(code, 200);
+    let list = json(&body);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["persisted"], false);
+    assert_eq!(list[0]["uri"], flag_route);
+
+    // By URI, with a generated id.
+    let (code, body) = curl(
+        port,
+        "POST",
+        "/routes",
+        Some(&json!({"uri": "syslog+tcp://127.0.0.1:6514?filter.name=web-*&format=rfc3164"})),
+        None,
+    );
+    assert_eq!(code, 201, "{body}");
+    let created = json(&body);
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 12);
+    assert_eq!(created["adapter"], "syslog+tcp");
+    assert_eq!(created["address"], "127.0.0.1:6514");
+    assert_eq!(created["filters"]["name"], "web-*");
+    assert_eq!(created["options"]["format"], "rfc3164");
+    assert_eq!(created["persisted"], true);
+
+    // By fields, with an id of our own.
+    let (code, body) = curl(
+        port,
+        "POST",
+        "/routes",
+        Some(
+            &json!({"id": "papertrail", "adapter": "multiline+raw", "address": "localhost:5000",
+                     "filters": {"labels": ["team:pay*"], "sources": ["stderr"]},
+                     "options": {"template": "{{ container.name }} {{ message }}"}}),
+        ),
+        None,
+    );
+    assert_eq!(code, 201, "{body}");
+    let (code, _) = curl(
+        port,
+        "POST",
+        "/routes",
+        Some(&json!({"id": "papertrail", "uri": "raw://h:1"})),
+        None,
+    );
+    assert_eq!(code, 409);
+
+    let (code, body) = curl(port, "GET", "/routes/papertrail", None, None);
+    assert_eq!(code, 200);
+    assert_eq!(json(&body)["filters"]["labels"][0], "team:pay*");
+    assert_eq!(curl(port, "GET", "/routes/nope", None, None).0, 404);
+    assert_eq!(
+        json(&curl(port, "GET", "/routes", None, None).1)
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // Bad routes: 400, and the message names the problem.
+    for (body, needle) in [
+        (json!({"uri": "syslog+tpc://h:514"}), "\"tpc\""),
+        (json!({"uri": "syslog://h"}), "no port"),
+        (
+            json!({"uri": "syslog://h:514?fromat=rfc3164"}),
+            "\"fromat\"",
+        ),
+        (
+            json!({"uri": "syslog://h:514?format=rfc9999"}),
+            "format=\"rfc9999\"",
+        ),
+        (
+            json!({"uri": "raw+tcp://h:1?filter.labels=nocolon"}),
+            "key:glob",
+        ),
+        (
+            json!({"uri": "multiline+raw://h:1?multiline.pattern=("}),
+            "multiline.pattern",
+        ),
+        (
+            json!({"uri": "syslog+tls://h:6514?ca=/does/not/exist"}),
+            "ca=",
+        ),
+        (json!({"adapter": "syslog"}), "needs"),
+        (json!({"uri": "raw://h:1", "colour": "blue"}), "colour"),
+    ] {
+        let (code, text) = curl(port, "POST", "/routes", Some(&body), None);
+        assert_eq!(code, 400, "{body}: {text}");
+        let error = json(&text)["error"].as_str().unwrap().to_owned();
+        assert!(error.contains(needle), "{body}: {error}");
+    }
+    let (code, text) = {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                "POST",
+                "--data-binary",
+                "{not json",
+            ])
+            .arg(format!("http://127.0.0.1:{port}/routes"))
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&out.stdout).to_string();
+        let (b, c) = t.rsplit_once('\n').unwrap();
+        (c.to_owned(), b.to_owned())
+    };
+    assert_eq!(code, "400");
+    assert!(text.contains("bad route JSON"), "{text}");
+
+    // Delete one; the other API route persists across a restart, the
+    // --route one comes back from the flag, the deleted one stays gone.
+    assert_eq!(
+        curl(port, "DELETE", &format!("/routes/{id}"), None, None).0,
+        204
+    );
+    assert_eq!(
+        curl(port, "DELETE", &format!("/routes/{id}"), None, None).0,
+        404
+    );
+    collector.proc.kill();
+    let collector = start();
+    let (code, body) = curl(collector.http_port, "GET", "/routes", None, None);
+    assert_eq!(code, 200);
+    let ids: Vec<String> = json(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&"papertrail".to_owned()));
+    let saved = std::fs::read_to_string(state.join("routes.json")).unwrap();
+    assert!(
+        saved.contains("papertrail") && !saved.contains("from-flag"),
+        "{saved}"
+    );
+}
+
+#[test]
+fn beyond_loopback_every_endpoint_but_health_wants_the_token() {
+    let certs = Certs::new();
+    let port = free_port();
+    let addr = format!("0.0.0.0:{port}");
+    // Without a token, such a collector refuses to start.
+    let out = Command::new(bin("spillway-collector"))
+        .args([
+            "--insecure-plaintext",
+            "--source",
+            "none",
+            "--http-addr",
+            &addr,
+        ])
+        .args(["--ingress-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--state-dir", &certs.dir.join("s0").display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--http-token"));
+
+    let proc = Proc::spawn(
+        "spillway-collector",
+        &[
+            "--insecure-plaintext",
+            "--source",
+            "none",
+            "--http-addr",
+            &addr,
+            "--ingress-addr",
+            &format!("127.0.0.1:{}", free_port()),
+            "--http-token",
+            "s3cret",
+            "--state-dir",
+            &certs.dir.join("s1").display().to_string(),
+        ]
+        .map(String::from),
+    );
+    wait_port(port);
+    for path in ["/routes", "/metrics", "/logs"] {
+        assert_eq!(curl(port, "GET", path, None, None).0, 401, "{path}");
+        assert_eq!(
+            curl(port, "GET", path, None, Some("wrong")).0,
+            401,
+            "{path}"
+        );
+    }
+    assert_eq!(curl(port, "GET", "/health", None, None).0, 200);
+    assert_eq!(curl(port, "GET", "/routes", None, Some("s3cret")).0, 200);
+    assert_eq!(curl(port, "GET", "/metrics", None, Some("s3cret")).0, 200);
+    let (code, body) = curl(
+        port,
+        "POST",
+        "/routes",
+        Some(&json!({"uri": "raw+tcp://127.0.0.1:9"})),
+        None,
+    );
+    assert_eq!(code, 401, "{body}");
+    drop(proc);
+}

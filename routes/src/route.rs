@@ -1,0 +1,284 @@
+//! One running route: its tap on the hub, and a task that adapts the
+//! events, dials the receiver and writes to it.
+//!
+//! The task never gives up: a receiver that is down or refuses is redialled
+//! with exponential backoff and jitter, forever, while the route's own
+//! diode drops (and counts) its oldest events. Failures are logged at a
+//! bounded rate.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use prometheus_client::metrics::counter::Counter;
+use spillway_plumbing::backoff::Backoff;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::adapter::{self, Adapter};
+use crate::hub::Tap;
+use crate::spec::{Options, RouteSpec};
+use crate::transport::{self, Framing, Link, Transport};
+
+/// Events a route holds before it drops its oldest (option `buffer=`).
+pub const DEFAULT_BUFFER: usize = 10_000;
+const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A write that takes longer means a stuck receiver: redial.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Events adapted and written per round.
+const BATCH: usize = 512;
+/// A route logs a failing receiver at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// A route checked and built, not yet running.
+pub struct Parts {
+    pub tap_filters: crate::filter::Matcher,
+    pub include_metrics: bool,
+    pub buffer: usize,
+    adapter: Box<dyn Adapter>,
+    transport: Arc<dyn Transport>,
+    framing: Option<Framing>,
+}
+
+/// Checks `spec` and builds its adapters and transport; the error names
+/// what is wrong, for a 400 or a start-up error.
+pub fn build(spec: &RouteSpec) -> Result<Parts, String> {
+    let scheme = spec.adapter.as_str();
+    let names: Vec<&str> = scheme.split('+').collect();
+    let (adapters, transport_name) = match names.split_last() {
+        Some((last, rest)) if transport::find(last).is_some() => (rest, *last),
+        Some((last, _)) if adapter::find(last).is_none() => {
+            return Err(format!(
+                "unknown adapter or transport {last:?} in {scheme:?} (adapters: {}; transports: {})",
+                adapter::names(),
+                transport::names()
+            ));
+        }
+        _ => (&names[..], transport::DEFAULT),
+    };
+    let kind = transport::find(transport_name).ok_or_else(|| {
+        format!(
+            "transport {transport_name:?} is not compiled in (transports: {})",
+            transport::names()
+        )
+    })?;
+    let mut options = Options::new(&spec.options);
+    let buffer = options
+        .take_parsed("buffer", "a number of events")?
+        .unwrap_or(DEFAULT_BUFFER);
+    if buffer == 0 {
+        return Err("option buffer=0: a route needs room for at least one event".into());
+    }
+    let include_metrics = match options.take("include") {
+        None => false,
+        Some(v) if v == "metrics" => true,
+        Some(v) => {
+            return Err(format!(
+                "option include={v:?}: only include=metrics is known"
+            ));
+        }
+    };
+    let (adapter, default_framing) = adapter::build_chain(adapters, &mut options)?;
+    let framing = Framing::option(&mut options)?.unwrap_or(default_framing);
+    let transport = (kind.build)(&mut options)?;
+    options.finish(scheme)?;
+    Ok(Parts {
+        tap_filters: spec.filters.compile()?,
+        include_metrics,
+        buffer,
+        adapter,
+        transport,
+        framing: kind.stream.then_some(framing),
+    })
+}
+
+/// What a route counts about itself (also on `/metrics`).
+#[derive(Clone, Default)]
+pub struct Counters {
+    /// Messages written to the receiver.
+    pub sent: Counter,
+    /// Events dropped by the route's full diode.
+    pub dropped: Counter,
+    /// Messages cut to the datagram limit.
+    pub truncated: Counter,
+    /// Messages a receiver refused (a UDP port with nothing behind it).
+    pub refused: Counter,
+}
+
+/// The state a route shows in the routes API.
+#[derive(Default)]
+pub struct Status {
+    pub connected: AtomicBool,
+}
+
+/// Runs `parts` for route `id` until the task is aborted.
+pub async fn run(
+    id: String,
+    address: String,
+    mut parts: Parts,
+    tap: Arc<Tap>,
+    counters: Counters,
+    status: Arc<Status>,
+) {
+    let mut failures = Failures::new(&id, &address);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let mut link: Option<Link> = None;
+    let mut msgs: Vec<Bytes> = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        if msgs.is_empty() {
+            if tap.is_empty() {
+                match parts.adapter.deadline() {
+                    Some(at) => {
+                        tokio::select! {
+                            _ = tap.ready() => {}
+                            _ = tokio::time::sleep_until(at.into()) => {}
+                        }
+                    }
+                    None => tap.ready().await,
+                }
+            }
+            for _ in 0..BATCH {
+                let Some(event) = tap.pop() else { break };
+                parts.adapter.write(&event, &mut msgs);
+            }
+            parts.adapter.flush(Some(Instant::now()), &mut msgs);
+            if msgs.is_empty() {
+                continue;
+            }
+        }
+        if let Some(Link::Stream(conn)) = &mut link
+            && peer_closed(conn)
+        {
+            link = None;
+        }
+        let Some(current) = &mut link else {
+            status.connected.store(false, Ordering::Relaxed);
+            match tokio::time::timeout(DIAL_TIMEOUT, parts.transport.dial(&address)).await {
+                Ok(Ok(l)) => {
+                    link = Some(l);
+                    status.connected.store(true, Ordering::Relaxed);
+                    failures.recovered();
+                }
+                Ok(Err(e)) => {
+                    failures.failed("dial", &e);
+                    backoff.wait().await;
+                }
+                Err(_) => {
+                    failures.failed("dial", &io::Error::other("timed out"));
+                    backoff.wait().await;
+                }
+            }
+            continue;
+        };
+        match current {
+            Link::Datagram { socket, max_bytes } => {
+                for m in msgs.drain(..) {
+                    let wire = if m.len() > *max_bytes {
+                        counters.truncated.inc();
+                        &m[..*max_bytes]
+                    } else {
+                        &m[..]
+                    };
+                    match socket.send(wire).await {
+                        Ok(_) => {
+                            counters.sent.inc();
+                        }
+                        Err(e) => {
+                            // ICMP port unreachable from an earlier datagram:
+                            // nothing listens. Count it; keep going.
+                            counters.refused.inc();
+                            failures.failed("send", &e);
+                        }
+                    }
+                }
+                backoff.reset();
+            }
+            Link::Stream(conn) => {
+                buf.clear();
+                let framing = parts.framing.unwrap_or(Framing::Lf);
+                for m in &msgs {
+                    framing.frame(m, &mut buf);
+                }
+                let write = async {
+                    conn.write_all(&buf).await?;
+                    conn.flush().await
+                };
+                match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+                    Ok(Ok(())) => {
+                        counters.sent.inc_by(msgs.len() as u64);
+                        msgs.clear();
+                        backoff.reset();
+                    }
+                    // Keep the messages: they go out on the next link.
+                    Ok(Err(e)) => {
+                        failures.failed("write", &e);
+                        link = None;
+                    }
+                    Err(_) => {
+                        failures.failed("write", &io::Error::other("timed out"));
+                        link = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether a stream's receiver has closed it. Syslog receivers never send
+/// anything, so a readable socket means end of file or an error. Checked
+/// before each write, so that a stopped receiver is redialled instead of
+/// fed into a dead socket.
+fn peer_closed(conn: &mut std::pin::Pin<Box<dyn transport::Conn>>) -> bool {
+    let mut byte = [0u8; 64];
+    match conn.read(&mut byte).now_or_never() {
+        None => false,
+        Some(Ok(0)) | Some(Err(_)) => true,
+        Some(Ok(_)) => false,
+    }
+}
+
+/// Logs a failing receiver at most every [`LOG_EVERY`].
+struct Failures {
+    what: String,
+    count: u64,
+    last_logged: Option<Instant>,
+}
+
+impl Failures {
+    fn new(id: &str, address: &str) -> Self {
+        Failures {
+            what: format!("route {id} ({address})"),
+            count: 0,
+            last_logged: None,
+        }
+    }
+
+    fn failed(&mut self, action: &str, e: &io::Error) {
+        self.count += 1;
+        if self.last_logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            tracing::warn!(
+                "{}: {action} failed: {e} ({} failure(s) so far; retrying with backoff)",
+                self.what,
+                self.count
+            );
+            self.last_logged = Some(Instant::now());
+        }
+    }
+
+    fn recovered(&mut self) {
+        if self.count > 0 {
+            tracing::info!(
+                "{}: connected again after {} failure(s)",
+                self.what,
+                self.count
+            );
+        } else {
+            tracing::debug!("{}: connected", self.what);
+        }
+        self.count = 0;
+        self.last_logged = None;
+    }
+}

@@ -1,0 +1,308 @@
+//! The collector's routes: those from `--route` flags and those added by
+//! the routes API, which persist in the state directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::Serialize;
+use spillway_plumbing::metrics::{Labels, SelfMetrics};
+
+use crate::hub::{Hub, Tap};
+use crate::route::{self, Counters, Status};
+use crate::spec::{RouteRequest, RouteSpec};
+
+/// The file in `--state-dir` that holds the routes added by the API.
+pub const STATE_FILE: &str = "routes.json";
+
+/// The metric families of routes, labelled `route`.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    sent: Family<Labels, Counter>,
+    truncated: Family<Labels, Counter>,
+    refused: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
+}
+
+impl RouteMetrics {
+    /// Registers the families (before `metrics` is shared).
+    pub fn register(metrics: &mut SelfMetrics) -> RouteMetrics {
+        RouteMetrics {
+            sent: metrics.counter_family("route_sent", "Messages a route wrote to its receiver"),
+            truncated: metrics.counter_family(
+                "route_truncated",
+                "Messages a route cut to its datagram limit",
+            ),
+            refused: metrics.counter_family(
+                "route_refused",
+                "Messages a receiver refused (nothing listening on a UDP port)",
+            ),
+            dropped: metrics.dropped_family(),
+        }
+    }
+
+    /// The counter under `dropped{direction="egress",<key>="<value>"}`.
+    pub fn dropped(&self, key: &str, value: &str) -> Counter {
+        self.dropped
+            .get_or_create(&vec![
+                ("direction".into(), "egress".into()),
+                (key.into(), value.into()),
+            ])
+            .clone()
+    }
+
+    fn counters(&self, id: &str) -> Counters {
+        let label = vec![("route".to_owned(), id.to_owned())];
+        Counters {
+            sent: self.sent.get_or_create(&label).clone(),
+            truncated: self.truncated.get_or_create(&label).clone(),
+            refused: self.refused.get_or_create(&label).clone(),
+            dropped: self.dropped("route", id),
+        }
+    }
+}
+
+/// A route as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct RouteView {
+    #[serde(flatten)]
+    pub spec: RouteSpec,
+    pub uri: String,
+    /// Added by the API (kept across restarts), not by `--route`.
+    pub persisted: bool,
+    pub connected: bool,
+    pub sent: u64,
+    pub dropped: u64,
+    pub truncated: u64,
+    pub refused: u64,
+}
+
+/// Why a route could not be added.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AddError {
+    /// Bad input: the message names the problem.
+    Invalid(String),
+    /// A route with this id exists.
+    Exists(String),
+    /// The state directory could not be written.
+    Store(String),
+}
+
+struct Running {
+    spec: RouteSpec,
+    persisted: bool,
+    tap: Arc<Tap>,
+    counters: Counters,
+    status: Arc<Status>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn view(&self) -> RouteView {
+        RouteView {
+            spec: self.spec.clone(),
+            uri: self.spec.uri(),
+            persisted: self.persisted,
+            connected: self.status.connected.load(Ordering::Relaxed),
+            sent: self.counters.sent.get(),
+            dropped: self.counters.dropped.get(),
+            truncated: self.counters.truncated.get(),
+            refused: self.counters.refused.get(),
+        }
+    }
+}
+
+pub struct Routes {
+    hub: Arc<Hub>,
+    metrics: RouteMetrics,
+    state_file: Option<PathBuf>,
+    running: Mutex<BTreeMap<String, Running>>,
+}
+
+impl Routes {
+    /// Routes publishing from `hub`; API routes persist in `state_dir`
+    /// (created if missing) when one is given.
+    pub fn new(
+        hub: Arc<Hub>,
+        metrics: RouteMetrics,
+        state_dir: Option<&Path>,
+    ) -> Result<Arc<Routes>, String> {
+        let state_file = match state_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create --state-dir {}: {e}", dir.display()))?;
+                Some(dir.join(STATE_FILE))
+            }
+            None => None,
+        };
+        Ok(Arc::new(Routes {
+            hub,
+            metrics,
+            state_file,
+            running: Mutex::new(BTreeMap::new()),
+        }))
+    }
+
+    /// Starts the `--route` URIs (not persisted). Ids are derived from the
+    /// URI, so they (and their metrics) stay the same across restarts.
+    pub fn start_flags(&self, uris: &[String]) -> Result<(), String> {
+        for uri in uris {
+            let id = format!(
+                "flag-{:08x}",
+                spillway_plumbing::fnv::hash(uri.as_bytes(), spillway_plumbing::fnv::OFFSET) as u32
+            );
+            let spec = RouteSpec::from_uri(id, uri).map_err(|e| format!("--route: {e}"))?;
+            self.start(spec, false)
+                .map_err(|e| format!("--route {uri:?}: {}", describe(&e)))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the routes saved in the state directory. One that no longer
+    /// builds (say, its adapter is not compiled in) is reported and kept
+    /// in the file.
+    pub fn restore(&self) -> Result<usize, String> {
+        let Some(file) = &self.state_file else {
+            return Ok(0);
+        };
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+        };
+        let specs: Vec<RouteSpec> = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not a routes file: {e}", file.display()))?;
+        let mut started = 0;
+        for spec in specs {
+            let id = spec.id.clone();
+            match self.start(spec, true) {
+                Ok(()) => started += 1,
+                Err(e) => tracing::error!("saved route {id} not started: {}", describe(&e)),
+            }
+        }
+        Ok(started)
+    }
+
+    pub fn list(&self) -> Vec<RouteView> {
+        self.lock().values().map(Running::view).collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<RouteView> {
+        self.lock().get(id).map(Running::view)
+    }
+
+    /// Adds a route from the API: checks it, starts it and saves it.
+    pub fn add(&self, request: RouteRequest) -> Result<RouteView, AddError> {
+        let spec = request.into_spec(random_id()).map_err(AddError::Invalid)?;
+        let id = spec.id.clone();
+        self.start(spec, true)?;
+        if let Err(e) = self.save() {
+            self.remove_running(&id);
+            return Err(AddError::Store(e));
+        }
+        Ok(self.get(&id).expect("just started"))
+    }
+
+    /// Stops and forgets a route. `Ok(false)` if there was none.
+    pub fn remove(&self, id: &str) -> Result<bool, String> {
+        let Some(r) = self.remove_running(id) else {
+            return Ok(false);
+        };
+        if r.persisted {
+            self.save()?;
+        }
+        Ok(true)
+    }
+
+    fn start(&self, spec: RouteSpec, persisted: bool) -> Result<(), AddError> {
+        let parts = route::build(&spec).map_err(AddError::Invalid)?;
+        let mut running = self.lock();
+        if running.contains_key(&spec.id) {
+            return Err(AddError::Exists(spec.id));
+        }
+        let counters = self.metrics.counters(&spec.id);
+        let tap = Tap::new(
+            parts.tap_filters.clone(),
+            parts.include_metrics,
+            parts.buffer,
+            counters.dropped.clone(),
+        );
+        let status = Arc::new(Status::default());
+        let task = tokio::spawn(route::run(
+            spec.id.clone(),
+            spec.address.clone(),
+            parts,
+            tap.clone(),
+            counters.clone(),
+            status.clone(),
+        ));
+        self.hub.attach(tap.clone());
+        tracing::info!("route {} started: {}", spec.id, spec.uri());
+        running.insert(
+            spec.id.clone(),
+            Running {
+                spec,
+                persisted,
+                tap,
+                counters,
+                status,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    fn remove_running(&self, id: &str) -> Option<Running> {
+        let r = self.lock().remove(id)?;
+        self.hub.detach(&r.tap);
+        r.task.abort();
+        tracing::info!("route {id} stopped");
+        Some(r)
+    }
+
+    /// Writes the API's routes to the state file (a temporary file renamed
+    /// over it, so a crash leaves the old or the new list).
+    fn save(&self) -> Result<(), String> {
+        let Some(file) = &self.state_file else {
+            return Ok(());
+        };
+        let specs: Vec<RouteSpec> = self
+            .lock()
+            .values()
+            .filter(|r| r.persisted)
+            .map(|r| r.spec.clone())
+            .collect();
+        let text = serde_json::to_string_pretty(&specs).expect("routes serialise");
+        let tmp = file.with_extension("json.tmp");
+        std::fs::write(&tmp, text + "\n")
+            .and_then(|()| std::fs::rename(&tmp, file))
+            .map_err(|e| format!("cannot save routes to {}: {e}", file.display()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Routes {
+    fn drop(&mut self) {
+        for r in self.lock().values() {
+            r.task.abort();
+        }
+    }
+}
+
+fn describe(e: &AddError) -> String {
+    match e {
+        AddError::Invalid(m) | AddError::Store(m) => m.clone(),
+        AddError::Exists(id) => format!("a route with id {id:?} exists"),
+    }
+}
+
+/// A 12-hex-digit id, like logspout's.
+fn random_id() -> String {
+    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
