@@ -131,7 +131,9 @@ pub fn run_up(args: &Args) -> anyhow::Result<()> {
     rlp.extend(tls("rlp"));
     start(&mut pipeline, "spillway-rlp", rlp, 8083)?;
 
-    let mut collector = s(&["--router", ROUTER]);
+    let state_dir = workspace_root().join(".dev/state");
+    let mut collector = s(&["--router", ROUTER, "--state-dir"]);
+    collector.push(state_dir.display().to_string());
     collector.extend(tls("collector"));
     start(&mut pipeline, "spillway-collector", collector, 3458)?;
 
@@ -153,6 +155,7 @@ pub fn run_up(args: &Args) -> anyhow::Result<()> {
          v2 ingress (apps)   {COLLECTOR}   collector HTTP http://127.0.0.1:8080/metrics\n  \
          router              {ROUTER}   metrics http://127.0.0.1:14825/metrics\n  \
          RLP egress          {RLP}   gateway http://127.0.0.1:8088/v2/read?log\n  \
+         container lines     curl -N http://127.0.0.1:8080/logs   routes API http://127.0.0.1:8080/routes\n  \
          certificates        {}\n\
          Below: everything the RLP carries (`spillway tail`): the container spillway-demo,\n\
          every container you `docker run`, and what apps send. Send some logs from another shell:\n  \
