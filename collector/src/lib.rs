@@ -150,7 +150,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
                     e.message,
                     Some(spillway_proto::v2::envelope::Message::Log(_))
                 ) {
-                    hub.publish(|| Event {
+                    hub.publish_metric(|| Event {
                         envelope: e.clone(),
                         container: None,
                     });

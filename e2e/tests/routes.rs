@@ -181,6 +181,18 @@ async fn a_receiver_down_for_10s_costs_only_counted_lines() {
     rsyslog.stop();
     tokio::time::sleep(Duration::from_secs(10)).await;
     rsyslog.restart();
+    // "Back" is when the route has redialled (within its 5 s backoff cap).
+    let connected = || {
+        let page =
+            http_get(collector.http_port, &format!("/routes/{route_id}")).unwrap_or_default();
+        serde_json::from_str::<Value>(&page).is_ok_and(|r| r["connected"] == true)
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the route redials the receiver",
+        connected,
+    )
+    .await;
     let back = now_s();
     tokio::time::sleep(Duration::from_secs(5)).await;
     docker::docker(&["kill", &c.id]);

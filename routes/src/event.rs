@@ -167,8 +167,7 @@ impl Event {
 /// `2026-11-21T10:04:05.123456+00:00`: RFC 3339 in UTC with microseconds,
 /// as RFC 5424 wants its TIMESTAMP.
 pub fn rfc3339_micros(nanos: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = utc(nanos);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+00:00",
         t.year(),
@@ -179,6 +178,13 @@ pub fn rfc3339_micros(nanos: i64) -> String {
         t.second(),
         t.microsecond()
     )
+}
+
+/// An envelope timestamp (ns since the epoch) as a UTC date and time; out
+/// of range means the epoch.
+pub fn utc(nanos: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 #[cfg(test)]

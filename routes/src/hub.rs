@@ -35,6 +35,11 @@ impl Tap {
         })
     }
 
+    /// Whether this tap takes metric envelopes at all.
+    pub fn takes_metrics(&self) -> bool {
+        self.metrics
+    }
+
     fn wants(&self, event: &Event) -> bool {
         let kind_ok = if event.log().is_some() {
             event.container.is_some()
@@ -75,8 +80,22 @@ impl Tap {
 /// go.
 #[derive(Default)]
 pub struct Hub {
-    taps: ArcSwap<Vec<Arc<Tap>>>,
+    taps: ArcSwap<Taps>,
     writer: Mutex<()>,
+}
+
+/// The taps at one moment, and whether any of them takes metrics.
+#[derive(Clone, Default)]
+struct Taps {
+    all: Vec<Arc<Tap>>,
+    metrics: bool,
+}
+
+impl Taps {
+    fn with(all: Vec<Arc<Tap>>) -> Arc<Taps> {
+        let metrics = all.iter().any(|t| t.takes_metrics());
+        Arc::new(Taps { all, metrics })
+    }
 }
 
 impl Hub {
@@ -86,34 +105,46 @@ impl Hub {
 
     /// Whether nobody listens (publishing is then free).
     pub fn is_idle(&self) -> bool {
-        self.taps.load().is_empty()
+        self.taps.load().all.is_empty()
     }
 
     /// Offers the event `make` builds to every tap; `make` runs only when
     /// there is a tap.
     pub fn publish(&self, make: impl FnOnce() -> Event) {
         let taps = self.taps.load();
-        if taps.is_empty() {
-            return;
+        if !taps.all.is_empty() {
+            Self::offer(&taps, make());
         }
-        let event = Arc::new(make());
-        for tap in taps.iter() {
+    }
+
+    /// [`Hub::publish`] for an envelope apps sent (a metric): `make` runs
+    /// only when a tap takes metrics (`include=metrics`).
+    pub fn publish_metric(&self, make: impl FnOnce() -> Event) {
+        let taps = self.taps.load();
+        if taps.metrics {
+            Self::offer(&taps, make());
+        }
+    }
+
+    fn offer(taps: &Taps, event: Event) {
+        let event = Arc::new(event);
+        for tap in &taps.all {
             tap.offer(&event);
         }
     }
 
     pub fn attach(&self, tap: Arc<Tap>) {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut taps = Vec::clone(&self.taps.load());
+        let mut taps = self.taps.load().all.clone();
         taps.push(tap);
-        self.taps.store(Arc::new(taps));
+        self.taps.store(Taps::with(taps));
     }
 
     pub fn detach(&self, tap: &Arc<Tap>) {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut taps = Vec::clone(&self.taps.load());
+        let mut taps = self.taps.load().all.clone();
         taps.retain(|t| !Arc::ptr_eq(t, tap));
-        self.taps.store(Arc::new(taps));
+        self.taps.store(Taps::with(taps));
     }
 }
 
@@ -148,6 +179,7 @@ mod tests {
         );
         hub.attach(slow.clone());
         hub.attach(fast.clone());
+        hub.publish_metric(|| unreachable!("no tap takes metrics yet"));
         for n in 0..5 {
             hub.publish(|| line(n));
         }
@@ -156,7 +188,7 @@ mod tests {
             container: None,
         });
         hub.attach(metrics_only.clone());
-        hub.publish(|| Event {
+        hub.publish_metric(|| Event {
             envelope: Envelope::counter("app", "c", 1, 2),
             container: None,
         });

@@ -27,6 +27,9 @@ pub const DEFAULT_BUFFER: usize = 10_000;
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write that takes longer means a stuck receiver: redial.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest wait between two dials: a receiver that comes back is
+/// written to again within this long.
+const REDIAL_MAX: Duration = Duration::from_secs(5);
 /// Events adapted and written per round.
 const BATCH: usize = 512;
 /// A route logs a failing receiver at most this often.
@@ -34,7 +37,7 @@ const LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// A route checked and built, not yet running.
 pub struct Parts {
-    pub tap_filters: crate::filter::Matcher,
+    pub matcher: crate::filter::Matcher,
     pub include_metrics: bool,
     pub buffer: usize,
     adapter: Box<dyn Adapter>,
@@ -85,7 +88,7 @@ pub fn build(spec: &RouteSpec) -> Result<Parts, String> {
     let transport = (kind.build)(&mut options)?;
     options.finish(scheme)?;
     Ok(Parts {
-        tap_filters: spec.filters.compile()?,
+        matcher: spec.filters.compile()?,
         include_metrics,
         buffer,
         adapter,
@@ -123,7 +126,7 @@ pub async fn run(
     status: Arc<Status>,
 ) {
     let mut failures = Failures::new(&id, &address);
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let mut backoff = Backoff::new(Duration::from_millis(100), REDIAL_MAX);
     let mut link: Option<Link> = None;
     let mut msgs: Vec<Bytes> = Vec::new();
     let mut buf: Vec<u8> = Vec::new();

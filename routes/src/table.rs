@@ -225,7 +225,7 @@ impl Routes {
         }
         let counters = self.metrics.counters(&spec.id);
         let tap = Tap::new(
-            parts.tap_filters.clone(),
+            parts.matcher.clone(),
             parts.include_metrics,
             parts.buffer,
             counters.dropped.clone(),

@@ -318,8 +318,7 @@ impl Syslog {
 
 /// `Nov  1 09:05:03`: RFC 3164's TIMESTAMP (UTC, day padded with a space).
 fn rfc3164_time(nanos: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = crate::event::utc(nanos);
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
