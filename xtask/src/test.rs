@@ -30,6 +30,11 @@ pub fn run_tests(args: &Args) -> anyhow::Result<()> {
     let cargo = || {
         let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         c.current_dir(&root);
+        // A CI machine builds once from a clean clone: incremental caches
+        // would only take disk (several GB across the test targets).
+        if crate::util::in_ci() {
+            c.env("CARGO_INCREMENTAL", "0");
+        }
         c
     };
     if !args.no_lint {

@@ -75,3 +75,9 @@ mod tests {
         assert!(run(&mut Command::new("/nonexistent/program")).is_err());
     }
 }
+
+/// True under CI (`CI=true`), where tests that need root, eBPF or Docker
+/// must run rather than skip, and where every build starts from a clean clone.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
