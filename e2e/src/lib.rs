@@ -59,6 +59,10 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A name every test certificate is valid for, which tests map to
+/// addresses of their own (see the discovery test).
+pub const ROUTERS_NAME: &str = "routers.spillway.test";
+
 /// Certificates for one test: a CA, a certificate per component, and a
 /// certificate from an unrelated CA.
 pub struct Certs {
@@ -73,7 +77,8 @@ impl Certs {
             free_port()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let sans = ["localhost", "127.0.0.1"];
+        // ROUTERS_NAME: several routers behind one name (RLP discovery).
+        let sans = ["localhost", "127.0.0.1", ROUTERS_NAME];
         let ca = devcerts::Ca::new("spillway test CA").unwrap();
         std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
         for name in ["collector", "router", "rlp", "client", "receiver"] {
@@ -143,6 +148,8 @@ impl Drop for Certs {
 /// log file that is printed if the test fails while it runs.
 pub struct Proc {
     pub name: String,
+    /// What runs the binary (`unshare ...`), if not the binary itself.
+    pub wrapper: Vec<String>,
     pub args: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
@@ -150,14 +157,26 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(binary: &str, args: &[String]) -> Proc {
+        Proc::spawn_wrapped(&[], binary, args)
+    }
+
+    /// Runs `wrapper... <path of binary> args...`: the binary inside a
+    /// namespace, say.
+    pub fn spawn_wrapped(wrapper: &[String], binary: &str, args: &[String]) -> Proc {
         let log = std::env::temp_dir().join(format!(
             "spillway-e2e-{}-{binary}-{}.log",
             std::process::id(),
             free_port()
         ));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(bin(binary))
-            .args(args)
+        let command = wrapper
+            .iter()
+            .map(Into::into)
+            .chain([bin(binary)])
+            .chain(args.iter().map(Into::into))
+            .collect::<Vec<PathBuf>>();
+        let child = Command::new(&command[0])
+            .args(&command[1..])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -166,6 +185,7 @@ impl Proc {
             .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
         Proc {
             name: binary.into(),
+            wrapper: wrapper.to_vec(),
             args: args.to_vec(),
             child: Some(child),
             log,
@@ -192,7 +212,7 @@ impl Proc {
     /// Starts the same command again (after [`Proc::kill`]).
     pub fn restart(&mut self) {
         self.kill();
-        let again = Proc::spawn(&self.name, &self.args);
+        let again = Proc::spawn_wrapped(&self.wrapper, &self.name, &self.args);
         let old_log = std::mem::replace(&mut self.log, again.log.clone());
         let _ = std::fs::remove_file(old_log);
         let mut again = again;
@@ -282,6 +302,19 @@ impl Router {
 
 impl Rlp {
     pub fn start(certs: &Certs, routers: &[&Router], extra: &[&str]) -> Rlp {
+        let routers: Vec<String> = routers.iter().map(|r| r.addr()).collect();
+        let routers: Vec<&str> = routers.iter().map(String::as_str).collect();
+        Rlp::start_wrapped(&[], certs, &routers, extra)
+    }
+
+    /// An RLP reading from `routers` (`HOST:PORT`), run by `wrapper` (see
+    /// [`Proc::spawn_wrapped`]).
+    pub fn start_wrapped(
+        wrapper: &[String],
+        certs: &Certs,
+        routers: &[&str],
+        extra: &[&str],
+    ) -> Rlp {
         let (port, gateway_port, metrics_port) = (free_port(), free_port(), free_port());
         let mut args = s(&[
             "--addr",
@@ -292,11 +325,11 @@ impl Rlp {
             &format!("127.0.0.1:{metrics_port}"),
         ]);
         for r in routers {
-            args.extend(["--router".to_string(), r.addr()]);
+            args.extend(["--router".to_string(), r.to_string()]);
         }
         args.extend(certs.flags("rlp"));
         args.extend(s(extra));
-        let proc = Proc::spawn("spillway-rlp", &args);
+        let proc = Proc::spawn_wrapped(wrapper, "spillway-rlp", &args);
         wait_port(port);
         wait_port(gateway_port);
         Rlp {

@@ -69,19 +69,43 @@ pub fn channel(peer: &HostPort, tls: &Tls) -> Result<Channel, String> {
 /// is up (`Endpoint::connect`) rather than dial lazily.
 pub fn endpoint(peer: &HostPort, tls: &Tls) -> Result<Endpoint, String> {
     let uri = format!("{}://{peer}", tls.scheme());
-    let mut ep = Endpoint::from_shared(uri.clone())
-        .map_err(|e| format!("invalid peer address {uri}: {e}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true);
+    let mut ep = tune(
+        Endpoint::from_shared(uri.clone())
+            .map_err(|e| format!("invalid peer address {uri}: {e}"))?,
+    );
     if let Some(cfg) = tls.client_config() {
         ep = ep
             .tls_config(cfg)
             .map_err(|e| format!("TLS client setup for {peer} failed: {e}"))?;
     }
     Ok(ep)
+}
+
+/// A lazily connecting channel to one address of `peer` (as resolved by the
+/// caller), whose certificate is still verified against `peer`'s name: the
+/// RLP dials each router behind a DNS name this way.
+pub fn channel_at(peer: &HostPort, addr: SocketAddr, tls: &Tls) -> Result<Channel, String> {
+    let uri = format!("{}://{addr}", tls.scheme());
+    let mut ep = tune(
+        Endpoint::from_shared(uri.clone())
+            .map_err(|e| format!("invalid peer address {uri}: {e}"))?,
+    );
+    if let Some(cfg) = tls.client_config() {
+        ep = ep
+            .tls_config(cfg.domain_name(peer.host.clone()))
+            .map_err(|e| format!("TLS client setup for {peer} ({addr}) failed: {e}"))?;
+    }
+    Ok(ep.connect_lazy())
+}
+
+/// Spillway's client defaults: short connect timeout, no Nagle, and HTTP/2
+/// keepalives that notice a dead peer within seconds.
+fn tune(ep: Endpoint) -> Endpoint {
+    ep.connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
 }
 
 /// A server builder with TLS (if configured) and keepalives.

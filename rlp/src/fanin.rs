@@ -6,30 +6,36 @@
 //! sharing a shard id split the stream, across any number of routers and
 //! RLPs, without duplicates.
 //!
+//! The routers are those [`crate::discovery`] knows now: a consumer is
+//! subscribed on a router that appears and unsubscribed from one that goes.
 //! What arrives from the routers goes into the consumer's own diode, tags
 //! converted as the consumer asked (`use_preferred_tags`). A router that
-//! goes away is resubscribed with backoff until it returns.
+//! stops answering is resubscribed with backoff until it returns or leaves
+//! the set.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use spillway_plumbing::backoff::Backoff;
 use spillway_plumbing::diode::Diode;
-use spillway_plumbing::grpc::HostPort;
 use spillway_plumbing::logging::RateLimited;
 use spillway_plumbing::metrics::{Direction, SelfMetrics};
 use spillway_proto::v2::{
     EgressBatchRequest, Envelope, Value, egress_client::EgressClient, value::Data,
 };
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
+
+use crate::discovery::{Router, RouterSet};
 
 /// Largest batch accepted from a router.
 const MAX_FROM_ROUTER_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct Fanin {
-    routers: Vec<(HostPort, Channel)>,
+    routers: watch::Receiver<RouterSet>,
     metrics: Arc<SelfMetrics>,
     max_streams: usize,
     open: AtomicUsize,
@@ -59,23 +65,31 @@ impl From<Refused> for tonic::Status {
 /// A consumer's subscription on every router; dropping it unsubscribes.
 pub struct Consumer {
     pub diode: Arc<Diode<Envelope>>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Follows the router set; owns one task per router.
+    task: AbortOnDrop,
     fanin: Arc<Fanin>,
 }
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.task.0.abort();
         self.fanin.open.fetch_sub(1, Ordering::Relaxed);
         self.fanin.metrics.subscriptions.dec();
     }
 }
 
+/// A task that ends when its handle is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Fanin {
     pub fn new(
-        routers: Vec<(HostPort, Channel)>,
+        routers: watch::Receiver<RouterSet>,
         max_streams: usize,
         buffer: usize,
         metrics: Arc<SelfMetrics>,
@@ -89,8 +103,9 @@ impl Fanin {
         })
     }
 
-    pub fn routers(&self) -> &[(HostPort, Channel)] {
-        &self.routers
+    /// The routers known now.
+    pub fn routers(&self) -> RouterSet {
+        self.routers.borrow().clone()
     }
 
     /// Validates `req` and subscribes it on every router.
@@ -102,31 +117,53 @@ impl Fanin {
         }
         self.metrics.subscriptions.inc();
         let diode = Arc::new(Diode::new(self.buffer));
-        let tasks = self
-            .routers
-            .iter()
-            .map(|(peer, channel)| {
-                tokio::spawn(follow(
-                    peer.clone(),
-                    channel.clone(),
-                    req.clone(),
-                    diode.clone(),
-                    self.metrics.clone(),
-                ))
-            })
-            .collect();
+        let task = tokio::spawn(follow_all(
+            self.routers.clone(),
+            req,
+            diode.clone(),
+            self.metrics.clone(),
+        ));
         Ok(Consumer {
             diode,
-            tasks,
+            task: AbortOnDrop(task),
             fanin: self.clone(),
         })
     }
 }
 
-/// Keeps `req` subscribed on one router, forever.
+/// Keeps `req` subscribed on every router of the set as it changes.
+async fn follow_all(
+    mut routers: watch::Receiver<RouterSet>,
+    req: EgressBatchRequest,
+    diode: Arc<Diode<Envelope>>,
+    metrics: Arc<SelfMetrics>,
+) {
+    let mut following: HashMap<SocketAddr, AbortOnDrop> = HashMap::new();
+    loop {
+        let set = routers.borrow_and_update().clone();
+        // Dropping a router's task ends its stream: the router sees the
+        // subscription close.
+        following.retain(|addr, _| set.contains_key(addr));
+        for (addr, router) in set.iter() {
+            following.entry(*addr).or_insert_with(|| {
+                AbortOnDrop(tokio::spawn(follow(
+                    router.clone(),
+                    req.clone(),
+                    diode.clone(),
+                    metrics.clone(),
+                )))
+            });
+        }
+        if routers.changed().await.is_err() {
+            // Discovery ended (the RLP is stopping): keep what we have.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Keeps `req` subscribed on one router, until the task is aborted.
 async fn follow(
-    peer: HostPort,
-    channel: Channel,
+    router: Arc<Router>,
     req: EgressBatchRequest,
     diode: Arc<Diode<Envelope>>,
     metrics: Arc<SelfMetrics>,
@@ -135,8 +172,8 @@ async fn follow(
     let mut complaints = RateLimited::new(Duration::from_secs(10));
     let preferred = req.use_preferred_tags;
     loop {
-        let mut client =
-            EgressClient::new(channel.clone()).max_decoding_message_size(MAX_FROM_ROUTER_BYTES);
+        let mut client = EgressClient::new(router.channel.clone())
+            .max_decoding_message_size(MAX_FROM_ROUTER_BYTES);
         match client.batched_receiver(req.clone()).await {
             Ok(response) => {
                 let mut stream = response.into_inner();
@@ -154,14 +191,14 @@ async fn follow(
                         }
                         Ok(None) => {
                             complaints.warn(|| {
-                                format!("router {peer} ended the subscription; resubscribing")
+                                format!("router {router} ended the subscription; resubscribing")
                             });
                             break;
                         }
                         Err(status) => {
                             complaints.warn(|| {
                                 format!(
-                                    "subscription on router {peer} failed: {}",
+                                    "subscription on router {router} failed: {}",
                                     status.message()
                                 )
                             });
@@ -171,7 +208,7 @@ async fn follow(
                 }
             }
             Err(status) => complaints
-                .warn(|| format!("cannot subscribe on router {peer}: {}", status.message())),
+                .warn(|| format!("cannot subscribe on router {router}: {}", status.message())),
         }
         backoff.wait().await;
     }

@@ -1,9 +1,12 @@
 //! `spillway-rlp`: the Reverse Log Proxy. Fans in from every router and
 //! serves consumers over v2 Egress gRPC and the HTTP/SSE gateway.
 //!
-//! Data flow: a consumer's request → [`fanin`] subscribes it on every
-//! router → the consumer's diode → [`egress`] (gRPC) or [`gateway`] (SSE).
+//! Data flow: [`discovery`] keeps the set of routers (every address of
+//! every `--router` name) → a consumer's request: [`fanin`] subscribes it
+//! on every router of the set → the consumer's diode → [`egress`] (gRPC)
+//! or [`gateway`] (SSE).
 
+pub mod discovery;
 pub mod egress;
 pub mod fanin;
 pub mod gateway;
@@ -15,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
+use prometheus_client::metrics::gauge::Gauge;
 use spillway_plumbing::batch::BatchArgs;
 use spillway_plumbing::grpc::{self, HostPort};
 use spillway_plumbing::metrics::{self, Direction, SelfMetrics, SelfMetricsArgs};
@@ -32,10 +36,16 @@ pub struct Flags {
     /// TOML file with any of these flags as keys (`router = ["r1:8082"]`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// A router to read from (repeatable, or comma-separated). Every
-    /// consumer is subscribed on every router.
+    /// Routers to read from (repeatable, or comma-separated). A name may
+    /// stand for several routers: every address it resolves to is one (a
+    /// Kubernetes headless Service, say). Every consumer is subscribed on
+    /// every router.
     #[arg(long, value_name = "HOST:PORT", value_delimiter = ',', required = true)]
     pub router: Vec<HostPort>,
+    /// How often the `--router` names are resolved again; routers that
+    /// appear are subscribed on, routers that are gone are left.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub router_resolve_interval: Duration,
     /// gRPC address of the v2 Egress API for consumers.
     #[arg(long, default_value = "0.0.0.0:8083")]
     pub addr: SocketAddr,
@@ -70,12 +80,21 @@ pub struct Flags {
 /// end the process with status 2.
 pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> {
     let tls = flags.tls.load()?;
-    let metrics = Arc::new(SelfMetrics::new("rlp"));
-    let routers = flags
-        .router
-        .iter()
-        .map(|r| Ok((r.clone(), grpc::channel(r, &tls)?)))
-        .collect::<Result<Vec<_>, String>>()?;
+    let mut metrics = SelfMetrics::new("rlp");
+    let known = Gauge::default();
+    metrics.registry_mut().register(
+        "routers",
+        "Routers known (every address of every --router name)",
+        known.clone(),
+    );
+    let metrics = Arc::new(metrics);
+    let routers = discovery::start(
+        flags.router.clone(),
+        tls.clone(),
+        flags.router_resolve_interval,
+        known,
+    )
+    .await;
     let fanin = Fanin::new(
         routers,
         flags.max_streams,
@@ -102,7 +121,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     spawn_self_metrics(&fanin, &metrics, &flags);
 
     tracing::info!(
-        "spillway-rlp serving v2 Egress on {} ({}), gateway on http://{}, metrics on http://{}, reading from {} router(s)",
+        "spillway-rlp serving v2 Egress on {} ({}), gateway on http://{}, metrics on http://{}, reading from {} router(s) found under {}",
         flags.addr,
         if tls.is_plaintext() {
             "PLAINTEXT"
@@ -111,7 +130,13 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         },
         flags.gateway_addr,
         flags.metrics_addr,
-        flags.router.len()
+        fanin.routers().len(),
+        flags
+            .router
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(tokio::spawn(async move {
         if let Err(e) = server
@@ -128,14 +153,20 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
 /// every consumer that selects them.
 fn spawn_self_metrics(fanin: &Arc<Fanin>, metrics: &Arc<SelfMetrics>, flags: &Flags) {
     let instance = flags.self_metrics.instance_id();
-    let routers: Vec<_> = fanin.routers().iter().map(|(_, c)| c.clone()).collect();
+    let fanin = fanin.clone();
     let next = Arc::new(AtomicUsize::new(0));
     let m = metrics.clone();
     metrics.spawn_emitter(
         instance,
         flags.self_metrics.metrics_interval,
         move |envelopes| {
-            let channel = routers[next.fetch_add(1, Ordering::Relaxed) % routers.len()].clone();
+            let routers = fanin.routers();
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            let Some(router) = routers.values().nth(n % routers.len().max(1)) else {
+                m.dropped(Direction::Egress, envelopes.len() as u64);
+                return;
+            };
+            let channel = router.channel.clone();
             let m = m.clone();
             tokio::spawn(async move {
                 let n = envelopes.len() as u64;

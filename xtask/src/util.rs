@@ -49,6 +49,12 @@ fn display(cmd: &Command) -> String {
     }
 }
 
+/// True under CI (`CI=true`), where tests that need root, eBPF or Docker
+/// must run rather than skip, and where every build starts from a clean clone.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,10 +80,4 @@ mod tests {
         assert!(err.contains("`false` failed"), "{err}");
         assert!(run(&mut Command::new("/nonexistent/program")).is_err());
     }
-}
-
-/// True under CI (`CI=true`), where tests that need root, eBPF or Docker
-/// must run rather than skip, and where every build starts from a clean clone.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
