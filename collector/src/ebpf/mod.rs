@@ -109,10 +109,24 @@ fn check_privileges() -> Result<(), String> {
         None => (unsafe { libc::geteuid() }) == 0,
     };
     if ok {
-        Ok(())
-    } else {
-        Err("eBPF capture needs root (CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON)".into())
+        return Ok(());
     }
+    let missing: Vec<&str> = match cap_eff {
+        Some(caps) => [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+            .into_iter()
+            .filter(|(c, _)| caps & (1 << c) == 0)
+            .map(|(_, name)| name)
+            .collect(),
+        None => Vec::new(),
+    };
+    Err(if missing.is_empty() {
+        "eBPF capture needs root (CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON)".into()
+    } else {
+        format!(
+            "eBPF capture needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); this process lacks {}",
+            missing.join(" and ")
+        )
+    })
 }
 
 /// Why [`Capture`] could not load, or a map operation failed.
