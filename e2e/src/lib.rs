@@ -77,8 +77,9 @@ impl Certs {
             free_port()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        // ROUTERS_NAME: several routers behind one name (RLP discovery).
-        let sans = ["localhost", "127.0.0.1", ROUTERS_NAME];
+        // ROUTERS_NAME: several routers behind one name (RLP discovery);
+        // `router`: its name on the image test's Docker network.
+        let sans = ["localhost", "127.0.0.1", ROUTERS_NAME, "router"];
         let ca = devcerts::Ca::new("spillway test CA").unwrap();
         std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
         for name in ["collector", "router", "rlp", "client", "receiver"] {

@@ -14,49 +14,14 @@ use anyhow::{Context as _, bail};
 
 use crate::util::{run, workspace_root};
 
-/// Debian packages, by a command (or an absolute path) that shows they are
-/// installed.
-pub const PACKAGES: &[(&str, &str)] = &[
-    ("curl", "curl"),
-    ("dockerd", "docker.io"),
-    ("busybox", "busybox-static"),
-    // The syslog receiver of the routes tests, and its TLS driver.
-    ("rsyslogd", "rsyslog"),
-    (
-        "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so",
-        "rsyslog-gnutls",
-    ),
-    // The font of the benchmark report's charts.
-    (
-        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-        "fonts-dejavu-core",
-    ),
-];
-
-/// Installs missing Debian packages when running as root (as CI and the
-/// quick start do); otherwise says what is missing.
+/// Installs what building and testing need (Debian packages, the Rust
+/// toolchains) with `vagrant/provision.sh --deps-only`: the script that
+/// also provisions the Vagrant VM, run here so that it cannot rot. Without
+/// root it only says what is missing.
 pub fn install_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .filter(|(cmd, _)| {
-            !(has_command(cmd) || Path::new(cmd).is_absolute() && Path::new(cmd).exists())
-        })
-        .map(|(_, pkg)| *pkg)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !is_root() {
-        bail!(
-            "these Debian packages are missing: {} (run as root to install them)",
-            missing.join(" ")
-        );
-    }
-    run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    run(Command::new("bash")
+        .arg(workspace_root().join("vagrant/provision.sh"))
+        .arg("--deps-only"))
 }
 
 /// Starts `dockerd` in the background unless a daemon already answers,
@@ -147,10 +112,6 @@ pub fn ensure_tracefs() -> anyhow::Result<()> {
         return Ok(());
     }
     run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
-}
-
-pub fn has_command(name: &str) -> bool {
-    find_command(name).is_some()
 }
 
 /// `name` on the PATH, or in the sbin directories a non-login root shell

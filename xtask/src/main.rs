@@ -10,9 +10,12 @@ mod bench;
 mod build_ebpf;
 mod certs;
 mod host;
+mod images;
+mod install;
 mod test;
 mod up;
 mod util;
+mod validators;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +39,12 @@ enum Command {
     BuildEbpf(build_ebpf::Args),
     /// Run the benchmarks (end to end and micro); `--report` writes docs/benchmarks.md.
     Bench(bench::Args),
+    /// Build the container images (FROM scratch, static binaries) with the
+    /// local Docker engine.
+    Images(images::Args),
+    /// Install the binaries, systemd units, configs and (development)
+    /// certificates on this host, or under --root.
+    Install(install::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +54,8 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run_tests(&args),
         Command::BuildEbpf(args) => build_ebpf::build(&args),
         Command::Bench(args) => bench::run_bench(&args),
+        Command::Images(args) => images::build_images(&args),
+        Command::Install(args) => install::run_install(&args),
     }
 }
 

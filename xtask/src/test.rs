@@ -23,6 +23,8 @@ pub fn run_tests(args: &Args) -> anyhow::Result<()> {
     host::ensure_dockerd()?;
     host::ensure_busybox_image()?;
     host::ensure_tracefs()?;
+    // The Kubernetes manifests' offline schema check.
+    crate::validators::ensure_kubernetes_validate()?;
     // The collector embeds the eBPF program when it is built: build it
     // first, so the collector built below (and its tests) capture for real.
     build_ebpf::build(&build_ebpf::Args::default())?;
@@ -50,6 +52,8 @@ pub fn run_tests(args: &Args) -> anyhow::Result<()> {
     }
     // The end-to-end tests start the binaries from the target directory.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
+    // The image test runs the FROM scratch images of the three services.
+    crate::images::build_images(&crate::images::Args::default())?;
     // All targets: the criterion micro-benchmarks run once each, as tests.
     let mut test = cargo();
     test.args(["test", "--workspace", "--all-targets"]);
