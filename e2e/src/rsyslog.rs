@@ -43,11 +43,7 @@ pub fn unavailable() -> Option<String> {
         return None;
     }
     let why = "rsyslogd is not installed (cargo xtask test installs rsyslog and rsyslog-gnutls)";
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "rsyslog tests must run under CI=true, but: {why}"
-    );
-    eprintln!("skipped: {why}");
+    crate::skip("rsyslog tests", why);
     Some(why.into())
 }
 

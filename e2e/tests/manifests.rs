@@ -91,11 +91,7 @@ fn validator() -> Option<PathBuf> {
         "{} is not installed (`cargo xtask test` installs it)",
         exe.display()
     );
-    assert!(
-        !matches!(std::env::var("CI").as_deref(), Ok("true" | "1")),
-        "the manifest tests must run under CI=true, but {why}"
-    );
-    eprintln!("skipped: {why}");
+    spillway_e2e::skip("the manifest tests", &why);
     None
 }
 

@@ -22,11 +22,10 @@ fn check(program: &str, args: &[&Path]) -> Option<(bool, String)> {
             String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
         )),
         Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{program} must run under CI=true (vagrant/provision.sh installs it): {e}"
+            spillway_e2e::skip(
+                &format!("the {program} check"),
+                &format!("{program} is not installed: {e} (vagrant/provision.sh installs it)"),
             );
-            eprintln!("skipped: {program} is not installed ({e})");
             None
         }
     }
