@@ -291,11 +291,8 @@ fn throughput_chart(
         return Ok(None);
     };
     let title = format!("Delivered vs offered lines/s — {line_bytes} B lines");
-    let root = BitMapBackend::new(path, (1000 + LEGEND_WIDTH, 700)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (plot, legend) = root.split_horizontally(1000);
-    draw_panel(
-        &plot,
+    one_panel_chart(
+        path,
         &Panel {
             title: title.clone(),
             x_desc: "offered lines/s (all containers)",
@@ -306,10 +303,21 @@ fn throughput_chart(
             reference: Some(Reference::Diagonal),
             empty_note: "",
         },
+        Some("delivered = offered"),
     )?;
-    draw_legend(&legend, Some("delivered = offered"), &series)?;
-    root.present()?;
     Ok(Some(title))
+}
+
+/// A chart of one panel with the legend to its right; `reference` names
+/// the panel's reference line in the legend.
+fn one_panel_chart(path: &Path, panel: &Panel, reference: Option<&str>) -> anyhow::Result<()> {
+    let root = BitMapBackend::new(path, (1000 + LEGEND_WIDTH, 700)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (plot, legend) = root.split_horizontally(1000);
+    draw_panel(&plot, panel)?;
+    draw_legend(&legend, reference, panel.series)?;
+    root.present()?;
+    Ok(())
 }
 
 fn loss_chart(runs: &[RunResult], line_bytes: u32, path: &Path) -> anyhow::Result<Option<String>> {
@@ -325,11 +333,9 @@ fn loss_chart(runs: &[RunResult], line_bytes: u32, path: &Path) -> anyhow::Resul
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .fold(0.0, f64::max);
     let title = format!("Loss vs offered lines/s — {line_bytes} B lines");
-    let root = BitMapBackend::new(path, (1000 + LEGEND_WIDTH, 700)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (plot, legend) = root.split_horizontally(1000);
-    draw_panel(
-        &plot,
+    let limit = format!("{MAX_LOSS_PCT} % (most a held run loses)");
+    one_panel_chart(
+        path,
         &Panel {
             title: title.clone(),
             x_desc: "offered lines/s (all containers)",
@@ -340,10 +346,8 @@ fn loss_chart(runs: &[RunResult], line_bytes: u32, path: &Path) -> anyhow::Resul
             reference: Some(Reference::Horizontal(MAX_LOSS_PCT)),
             empty_note: "",
         },
+        Some(&limit),
     )?;
-    let limit = format!("{MAX_LOSS_PCT} % (most a held run loses)");
-    draw_legend(&legend, Some(&limit), &series)?;
-    root.present()?;
     Ok(Some(title))
 }
 
