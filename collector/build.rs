@@ -5,7 +5,7 @@
 //! workspace, whatever `CARGO_TARGET_DIR` says, so every build and test
 //! finds it); `SPILLWAY_BPF_OBJECT=<path>` overrides that. When the file
 //! exists it is copied to `OUT_DIR` and the cfg `spillway_bpf_object` is set,
-//! so `src/ebpf` embeds it; otherwise the collector builds without it and
+//! so `src/capture/ebpf/kernel` embeds it; otherwise the collector builds without it and
 //! eBPF capture reports that it was not built.
 
 use std::path::PathBuf;

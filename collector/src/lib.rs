@@ -3,7 +3,7 @@
 //! Data flow:
 //!
 //! - Containers: [`docker`] follows the running containers; a source in
-//!   [`sources`] (eBPF capture in the kernel, or the Docker API) turns what
+//!   [`capture`] (eBPF capture in the kernel, or the Docker API) turns what
 //!   they write into lines ([`lines`]) and envelopes ([`container`]), parked
 //!   in one diode per shard ([`output`]) so each stream keeps its order.
 //! - Apps send envelopes to the v2 Ingress API
@@ -15,15 +15,14 @@
 //!   to `/logs` clients, served on the HTTP port with the routes API
 //!   ([`http`]).
 
+pub mod capture;
 pub mod container;
 pub mod docker;
-pub mod ebpf;
 pub mod enrich;
 pub mod http;
 pub mod lines;
 pub mod output;
 pub mod shipper;
-pub mod sources;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,7 +43,7 @@ use spillway_routes::{Event, Hub, RouteMetrics, Routes};
 
 use crate::enrich::Enricher;
 use crate::output::Output;
-use crate::sources::SourceKind;
+use crate::capture::SourceKind;
 
 /// Node agent: takes envelopes from apps and ships them to routers.
 #[derive(Parser, Debug, Clone)]
@@ -169,7 +168,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     let policy = flags.batch.policy();
     let shards = output::shards(diodes.cores(), flags.buffer_per_core);
     let output = Output::new(shards.clone(), &host, metrics.clone(), hub.clone());
-    let source = sources::start(flags.source, &flags.docker_host, output, capture_drops)?;
+    let source = capture::start(flags.source, &flags.docker_host, output, capture_drops)?;
     shipper::spawn(
         diodes.clone(),
         shards,

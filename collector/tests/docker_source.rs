@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use spillway_collector::capture;
 use spillway_collector::docker::{self, Containers, Event};
 use spillway_collector::output::{self, Output, Shards};
 use spillway_plumbing::metrics::SelfMetrics;
@@ -97,7 +98,7 @@ impl Harness {
         let tasks = vec![
             docker::watch_into(docker.clone(), tx, known.clone()),
             record,
-            docker::logs::spawn(docker, source_rx, out),
+            capture::docker_api::spawn(docker, source_rx, out),
         ];
         Harness {
             diodes,

@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use spillway_collector::ebpf::{self, Capture, Handler, InodeKey, Record};
+use spillway_collector::capture::ebpf::kernel::{self as ebpf, Capture, Handler, InodeKey, Record};
 
 /// A [`Record`] with its data copied out of the ring.
 #[derive(Debug, Clone)]

@@ -19,7 +19,7 @@
 //! [`connect`] builds a client without talking to the daemon, so the
 //! collector starts (and keeps retrying) while Docker is down.
 
-pub mod logs;
+
 pub mod time;
 mod watch;
 

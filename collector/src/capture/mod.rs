@@ -5,13 +5,14 @@
 //!
 //! - [`ebpf`]: tracepoints on `write`/`writev` copy the bytes in the kernel
 //!   at the moment of the write; per-core io_uring loops make the lines.
-//! - [`crate::docker::logs`]: each container's log stream through the
+//! - [`docker_api`]: each container's log stream through the
 //!   Docker API, as logspout reads it. Needs no privileges beyond the Docker
 //!   socket, but every line goes through dockerd's log driver first.
 //!
 //! `--source auto` takes eBPF when this host and process allow it, else the
 //! Docker API, and logs why.
 
+pub mod docker_api;
 pub mod ebpf;
 
 use clap::ValueEnum;
@@ -77,7 +78,7 @@ pub fn start(
             SourceKind::Ebpf
         }
         None => {
-            docker::logs::spawn(docker.clone(), rx, output);
+            docker_api::spawn(docker.clone(), rx, output);
             tracing::info!("container capture: Docker API log streams from {docker_host}");
             SourceKind::Docker
         }
@@ -86,7 +87,7 @@ pub fn start(
     Ok(chosen)
 }
 
-fn load_ebpf(loops: usize) -> Result<crate::ebpf::Capture, String> {
-    crate::ebpf::check_support()?;
-    crate::ebpf::Capture::load(loops).map_err(|e| e.to_string())
+fn load_ebpf(loops: usize) -> Result<ebpf::kernel::Capture, String> {
+    ebpf::kernel::check_support()?;
+    ebpf::kernel::Capture::load(loops).map_err(|e| e.to_string())
 }

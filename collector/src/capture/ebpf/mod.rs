@@ -1,6 +1,6 @@
 //! The eBPF container source: from kernel records to envelopes.
 //!
-//! [`crate::ebpf`] delivers the bytes containers write to their stdout and
+//! [`kernel`] delivers the bytes containers write to their stdout and
 //! stderr, as records tagged with the written file's inode. This module
 //! decides which inodes to watch and turns records into lines:
 //!
@@ -35,7 +35,10 @@ use tokio::sync::mpsc;
 
 use crate::container::{Container, EnvelopeTemplate, Stream};
 use crate::docker::Event;
-use crate::ebpf::{Capture, Handler, InodeKey, KernelDrops, Record, inode_of};
+pub mod kernel;
+mod rings;
+
+use kernel::{Capture, Handler, InodeKey, KernelDrops, Record, inode_of};
 use crate::lines::{Assembler, PARTIAL_LINE_TIMEOUT};
 use crate::output::Output;
 

@@ -49,8 +49,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::Event;
-use super::time::split_timestamp;
+use crate::docker::Event;
+use crate::docker::time::split_timestamp;
 use crate::container::{Container, EnvelopeTemplate, Stream};
 use crate::lines::{Assembler, Line, PARTIAL_LINE_TIMEOUT};
 use crate::output::Output;

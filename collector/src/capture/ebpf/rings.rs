@@ -17,7 +17,7 @@ use aya::Ebpf;
 use aya::maps::{ArrayOfMaps, Map, MapData, RingBuf};
 use spillway_collector_common::{EventHeader, HDR_SIZE, RING_BYTES};
 
-use super::{Handler, Record};
+use super::kernel::{Handler, Record};
 
 /// How often a loop drains its ring when the program did not wake it.
 pub const TICK: Duration = Duration::from_millis(10);

@@ -26,7 +26,7 @@
 //! [`ignore`]: Capture::ignore
 
 mod btf;
-mod rings;
+
 mod tracefs;
 
 use std::fmt;
@@ -228,7 +228,7 @@ pub fn inode_of(path: &Path) -> std::io::Result<InodeKey> {
 /// drain); the programs are detached when the last loop has ended (or at
 /// once, if none were started). Share it with `Arc<Capture>` if needed.
 pub struct Capture {
-    shared: Arc<rings::LoopShared<Kernel>>,
+    shared: Arc<super::rings::LoopShared<Kernel>>,
     loops: usize,
 }
 
@@ -280,7 +280,7 @@ impl Capture {
             .map_max_entries("RINGS", loops as u32)
             .load(object)
             .map_err(|e| failed("loading the eBPF object", &e))?;
-        let rings = rings::create(&mut bpf, loops as u32).map_err(Error::Failed)?;
+        let rings = super::rings::create(&mut bpf, loops as u32).map_err(Error::Failed)?;
         let mut verified = Vec::new();
         for (name, tracepoint) in PROGRAMS {
             let prog: &mut TracePoint = bpf
@@ -309,7 +309,7 @@ impl Capture {
             verified.join(" ")
         );
         Ok(Capture {
-            shared: Arc::new(rings::LoopShared {
+            shared: Arc::new(super::rings::LoopShared {
                 stop: Default::default(),
                 keep: Kernel {
                     _bpf: bpf,
@@ -392,7 +392,7 @@ impl Capture {
             .unwrap_or_else(PoisonError::into_inner)
             .take()
             .ok_or_else(|| std::io::Error::other("the eBPF ring loops were already started"))?;
-        rings::spawn(rings, self.shared.clone(), make)
+        super::rings::spawn(rings, self.shared.clone(), make)
     }
 
     fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
