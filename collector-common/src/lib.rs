@@ -57,7 +57,35 @@ pub struct Config {
     /// Number of ring buffers in `RINGS` (= userspace read loops). A record
     /// goes to ring `key.ino % nr_rings`.
     pub nr_rings: u32,
+    /// Wake a ring's reader when a record makes the unread bytes cross this
+    /// many (see the program's "Wakeups").
+    pub wakeup_bytes: u32,
+    /// How the writer's cgroup is found: [`CGROUP_V1`] or [`CGROUP_V2`].
+    pub cgroup_mode: u32,
+    /// `task_struct.cgroups` (`struct css_set *`).
+    pub task_cgroups: u32,
+    /// Where `css_set` holds the cgroup that names a container: with
+    /// [`CGROUP_V2`] the offset of `css_set.dfl_cgrp` (`struct cgroup *`);
+    /// with [`CGROUP_V1`] the offset of `css_set.subsys[id]` (`struct
+    /// cgroup_subsys_state *`) for one mounted v1 controller.
+    pub css_set_cgroup: u32,
+    /// `cgroup_subsys_state.cgroup` (`struct cgroup *`), [`CGROUP_V1`] only.
+    pub css_cgroup: u32,
+    /// `cgroup.kn` (`struct kernfs_node *`).
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id` (`u64`): the cgroup directory's inode number.
+    pub kn_id: u32,
+    /// `kernfs_node.name` (`const char *`): the cgroup directory's name,
+    /// which names the container (`<id>`, `docker-<id>.scope`, ...).
+    pub kn_name: u32,
 }
+
+/// [`Config::cgroup_mode`]: the writer's cgroup is `css_set.dfl_cgrp`
+/// (the unified hierarchy).
+pub const CGROUP_V2: u32 = 2;
+/// [`Config::cgroup_mode`]: the writer's cgroup is the one of a v1
+/// controller's hierarchy (`css_set.subsys[id]->cgroup`).
+pub const CGROUP_V1: u32 = 1;
 
 impl Config {
     /// All zeros: the value compiled into the program, overridden at load.
@@ -81,6 +109,14 @@ impl Config {
         tp_writev_vlen: 0,
         tp_exit_ret: 0,
         nr_rings: 0,
+        wakeup_bytes: 0,
+        cgroup_mode: 0,
+        task_cgroups: 0,
+        css_set_cgroup: 0,
+        css_cgroup: 0,
+        cgroup_kn: 0,
+        kn_id: 0,
+        kn_name: 0,
     };
 }
 
@@ -148,6 +184,10 @@ pub struct Pending {
 pub struct EventHeader {
     /// `bpf_ktime_get_boot_ns()` (CLOCK_BOOTTIME) at `sys_exit_write(v)`.
     pub boot_ns: u64,
+    /// The writer's cgroup (its directory's inode number, see
+    /// [`Config::cgroup_mode`]): names the container even after the
+    /// writer has exited.
+    pub cgroup: u64,
     /// The inode written to.
     pub key: InodeKey,
     /// The registered cookie, or 0 for an unclaimed write.
@@ -168,17 +208,18 @@ pub struct EventHeader {
 /// Size of [`EventHeader`] in bytes.
 pub const HDR_SIZE: usize = core::mem::size_of::<EventHeader>();
 /// Most bytes captured from one syscall; the rest is counted as
-/// [`DROP_TRUNCATED`].
+/// [`DropReason::Truncated`].
 pub const MAX_CAPTURE: usize = 64 * 1024;
 /// Most data bytes in one ring buffer record.
 pub const CHUNK: usize = 16 * 1024;
 /// Most `iovec`s of one `writev` looked at; bytes in later ones are counted
-/// as [`DROP_TRUNCATED`].
+/// as [`DropReason::Truncated`].
 pub const MAX_IOV: usize = 8;
-/// Size of each ring buffer (bytes, a power of two and a multiple of the
-/// page size). The kernel requires userspace-created inner maps to match the
-/// program's template exactly, so both sides use this constant.
-pub const RING_BYTES: u32 = 1 << 20;
+/// Size of the ring buffer template in the program's `RINGS` map of maps.
+/// The kernel does not compare a ring's size with the template's, so
+/// userspace creates its rings with the size it is told (`--ring-bytes`);
+/// the template only has to be a valid ring (one page at least).
+pub const RING_TEMPLATE_BYTES: u32 = 64 * 1024;
 /// Upper bound for `Config::nr_rings` (entries of the `RINGS` map of maps).
 pub const MAX_RINGS: u32 = 256;
 /// Writes to an unregistered inode are only captured (unclaimed) through
@@ -187,43 +228,123 @@ pub const STDOUT_FD: u32 = 1;
 /// See [`STDOUT_FD`].
 pub const STDERR_FD: u32 = 2;
 
-/// Index in the per-CPU `DROPS` array: a record did not fit in its ring
-/// buffer (userspace too slow). Counted once per syscall; the rest of that
-/// syscall's data is skipped too.
-pub const DROP_RING_FULL: u32 = 0;
-/// Index in `DROPS`: user memory could not be read at `sys_exit` (page not
-/// resident, or a bad `iovec` array). Counted once per syscall; the rest of
-/// its data is skipped.
-pub const DROP_READ_FAULT: u32 = 1;
-/// Index in `DROPS`: `sys_enter` could not store the write in `PENDING`, so
-/// the whole write is lost.
-pub const DROP_PENDING_FULL: u32 = 2;
-/// Index in `DROPS`: a syscall wrote more than [`MAX_CAPTURE`] bytes, or a
-/// `writev` had data beyond [`MAX_IOV`] iovecs; the beginning was captured,
-/// the rest not.
-pub const DROP_TRUNCATED: u32 = 3;
-/// Index in `DROPS`: no ring buffer at index `ino % nr_rings` (a userspace
-/// setup bug); the whole write is lost.
-pub const DROP_NO_RING: u32 = 4;
-/// Entries in `DROPS`.
+/// Why the program could not deliver (all of) a write: the index of its
+/// counter in the per-CPU `DROPS` array and in [`CgroupDrops`]. Each
+/// counts syscalls, not bytes or lines.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// A record did not fit in its ring buffer (the reader is too slow).
+    /// The rest of that syscall's data is skipped too.
+    RingFull = 0,
+    /// User memory could not be read at `sys_exit` (page not resident, or a
+    /// bad `iovec` array). The rest of that syscall's data is skipped.
+    ReadFault = 1,
+    /// `sys_enter` could not store the write in `PENDING`: the whole write
+    /// is lost.
+    PendingFull = 2,
+    /// A syscall wrote more than [`MAX_CAPTURE`] bytes, or a `writev` had
+    /// data beyond [`MAX_IOV`] iovecs: the beginning was captured, the rest
+    /// not.
+    Truncated = 3,
+    /// No ring buffer at index `ino % nr_rings` (a userspace setup bug): the
+    /// whole write is lost.
+    NoRing = 4,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 5] = [
+        DropReason::RingFull,
+        DropReason::ReadFault,
+        DropReason::PendingFull,
+        DropReason::Truncated,
+        DropReason::NoRing,
+    ];
+
+    /// The name used in metrics labels (`reason="ring_full"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::RingFull => "ring_full",
+            DropReason::ReadFault => "read_fault",
+            DropReason::PendingFull => "pending_full",
+            DropReason::Truncated => "truncated",
+            DropReason::NoRing => "no_ring",
+        }
+    }
+}
+
+/// Entries in `DROPS` and in [`CgroupDrops`] (room to grow).
 pub const NR_DROPS: u32 = 8;
+
+/// What the program could not deliver from one cgroup (= one container),
+/// per CPU, in the `CGROUP_DROPS` map keyed by [`EventHeader::cgroup`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupDrops {
+    /// Indexed by [`DropReason`].
+    pub counts: [u64; NR_DROPS as usize],
+}
+
+/// Bytes kept of a cgroup directory's name (a container's is at most
+/// `cri-containerd-<64 hex>.scope`, 85 bytes).
+pub const CGROUP_NAME_BYTES: usize = 128;
+
+/// A cgroup directory's name, NUL-terminated, as the program saw it when a
+/// write came from a cgroup that userspace had not registered yet: the
+/// value of the `CGROUP_NAMES` map keyed by [`EventHeader::cgroup`].
+/// It names the container even after the container is gone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupName {
+    pub name: [u8; CGROUP_NAME_BYTES],
+}
+
+impl CgroupName {
+    /// The name up to its NUL.
+    pub fn as_bytes(&self) -> &[u8] {
+        let end = self
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.name.len());
+        &self.name[..end]
+    }
+}
+
+/// Switches userspace flips while the program runs: the only value of the
+/// `SETTINGS` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Nonzero while a registered stream belongs to a process in the
+    /// initial pid namespace (`docker run --pid host`). Otherwise writes of
+    /// host processes are rejected before anything else is looked at.
+    pub host_streams: u32,
+    pub _pad: u32,
+}
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all four are #[repr(C)], contain only integers, and have no
+    // SAFETY: all are #[repr(C)], contain only integers, and have no
     // padding (checked by the size assertions below), so every bit pattern
     // is valid and no uninitialised bytes are exposed.
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::CgroupDrops {}
+    unsafe impl aya::Pod for super::CgroupName {}
+    unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::InodeKey {}
     unsafe impl aya::Pod for super::Pending {}
     unsafe impl aya::Pod for super::EventHeader {}
 }
 
 // No implicit padding anywhere (the Pod impls rely on it).
-const _: () = assert!(core::mem::size_of::<Config>() == 19 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 27 * 4);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<Pending>() == 48);
-const _: () = assert!(HDR_SIZE == 48);
+const _: () = assert!(HDR_SIZE == 56);
+const _: () = assert!(core::mem::size_of::<CgroupDrops>() == 64);
+const _: () = assert!(core::mem::size_of::<Settings>() == 8);
 const _: () = assert!(CHUNK <= MAX_CAPTURE && MAX_CAPTURE.is_multiple_of(CHUNK));
 
 #[cfg(test)]

@@ -5,28 +5,53 @@
 //!
 //! Four tracepoint programs:
 //!
-//! - `sys_enter_write(v)`: walk `current->files->fdt->fd[fd]->f_inode` to the
-//!   inode written to and look `{ino, dev}` up in `INODES` (registered by
-//!   userspace, value = a nonzero cookie). On a hit, or when the write
-//!   qualifies as *unclaimed* (below), remember the buffer in `PENDING`,
-//!   keyed by thread.
-//! - `sys_exit_write(v)`: take the `PENDING` entry, read the return value
-//!   (bytes really written: partial writes exist, errors write nothing), copy
-//!   up to [`MAX_CAPTURE`] bytes from the user buffer into records of at most
-//!   [`CHUNK`] bytes, and put them in ring `ino % nr_rings`.
+//! - `sys_enter_write(v)`: first reject writes of host processes (the
+//!   writer's pid namespace level is 0: two plain loads, see "Host writes"),
+//!   then walk `current->files->fdt->fd[fd]->f_inode` to the inode written
+//!   to and look `{ino, dev}` up in `INODES` (registered by userspace,
+//!   value = a nonzero cookie). On a hit, or when the write qualifies as
+//!   *unclaimed* (below), remember the buffer in `PENDING`, keyed by thread.
+//! - `sys_exit_write(v)`: the same host check, then take the `PENDING`
+//!   entry, read the return value (bytes really written: partial writes
+//!   exist, errors write nothing), copy up to [`MAX_CAPTURE`] bytes from the
+//!   user buffer into records of at most [`CHUNK`] bytes, stamped with the
+//!   writer's cgroup, and put them in ring `ino % nr_rings`.
+//!
+//! # Host writes
+//!
+//! Every `write(2)` on the machine runs these programs, so the common case,
+//! a process that is not in a container, must cost next to nothing. The
+//! task is read through `bpf_get_current_task_btf()`, a BTF-typed pointer:
+//! `task->thread_pid->level` are two plain loads the verifier checks
+//! against the kernel's BTF (no `bpf_probe_read_kernel` calls), and a host
+//! process (level 0) stops there, on entry and on exit. Processes of
+//! containers started with `--pid host` are level 0 too: while userspace
+//! has registered such a container's streams (`SETTINGS.host_streams`),
+//! level-0 writes take the inode path like the others.
+//!
+//! # The writer's cgroup
+//!
+//! Each record carries the id of the writer's cgroup (the inode number of
+//! its cgroup directory): `task->cgroups->dfl_cgrp->kn->id` on cgroup v2,
+//! or `task->cgroups->subsys[id]->cgroup->kn->id` for one v1 controller's
+//! hierarchy. It names the container at the moment of the write, so a
+//! container that exits before userspace learnt of it is still placed. For
+//! writes whose inode is not registered, the program also stores the
+//! cgroup directory's name (the container id, or `docker-<id>.scope`) in
+//! `CGROUP_NAMES`, and counts what it must drop per cgroup in
+//! `CGROUP_DROPS`.
 //!
 //! # Unclaimed capture
 //!
 //! A container's process starts writing as soon as it starts, before
 //! userspace has learnt about the container and registered its inodes. To not
 //! lose those first lines, a write to an unregistered inode is still
-//! captured, with cookie 0, when all of these hold (cheapest check first;
-//! host processes stop at the pid namespace level, two reads after the
-//! `INODES` miss):
+//! captured, with cookie 0, when all of these hold:
 //!
 //! 1. it goes through fd 1 or 2;
 //! 2. the writer is in a non-initial pid namespace (`thread_pid->level > 0`),
-//!    as every container process is;
+//!    as every container process is (checked first of all, see "Host
+//!    writes");
 //! 3. the inode is a FIFO or a character device (pipe or pty; not a regular
 //!    file or socket);
 //! 4. the inode is not in `IGNORED`, an LRU map where userspace puts the
@@ -47,20 +72,26 @@
 //!
 //! # Wakeups
 //!
-//! Waking the reader for every record costs ~4 µs per write (irq_work plus a
-//! context switch). Records are therefore written with `BPF_RB_NO_WAKEUP`,
-//! unless more than 1/8 of the ring is filled, and userspace drains every
-//! ring on a 10 ms timer anyway. Latency at low rates is thus up to 10 ms.
+//! Waking the reader for a record is an irq_work self-interrupt, a VM exit
+//! on a virtual machine: a few µs. Records are therefore written with
+//! `BPF_RB_NO_WAKEUP`, except the one record that makes the unread bytes
+//! cross `Config::wakeup_bytes`: one wake-up per that many bytes at most,
+//! however far behind the reader is. Userspace also drains every ring on a
+//! short timer that adapts to the rate.
 //!
 //! # Losses
 //!
 //! Everything the program could not deliver is counted in the per-CPU `DROPS`
-//! array; see the `DROP_*` constants in `spillway-collector-common`.
+//! array and per cgroup in `CGROUP_DROPS`, by [`DropReason`].
 //!
 //! # Verifier notes
 //!
 //! - Kernel offsets come from the read-only `CONFIG` global (`.rodata`, set at
-//!   load from BTF and tracefs): the verifier sees them as constants.
+//!   load from BTF and tracefs): the verifier sees them as constants, which
+//!   is what lets it check the plain loads through BTF-typed pointers
+//!   ([`field`]) against the kernel's struct layouts. A variable offset
+//!   (`fd[fd]`) or a pointer the verifier cannot type goes through
+//!   `bpf_probe_read_kernel` ([`read_kernel`]).
 //! - The copy loop keeps its state in the per-CPU `SCRATCH` map value and
 //!   reads and writes it with volatile accesses: values loaded from a map are
 //!   unknown scalars, so the verifier's states at iteration boundaries are
@@ -77,17 +108,18 @@ use core::ptr::{read_volatile, write_volatile};
 use aya_ebpf::{
     btf_maps::{ArrayOfMaps, RingBuf},
     helpers::generated::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user, bpf_ringbuf_output, bpf_ringbuf_query,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_boot_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_ringbuf_output,
+        bpf_ringbuf_query,
     },
     macros::{btf_map, map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use spillway_collector_common::{
-    CHUNK, Config, DROP_NO_RING, DROP_PENDING_FULL, DROP_READ_FAULT, DROP_RING_FULL,
-    DROP_TRUNCATED, EventHeader, HDR_SIZE, InodeKey, MAX_CAPTURE, MAX_IOV, MAX_RINGS, NR_DROPS,
-    Pending, RING_BYTES, STDERR_FD, STDOUT_FD,
+    CGROUP_NAME_BYTES, CGROUP_V1, CHUNK, CgroupDrops, CgroupName, Config, DropReason, EventHeader,
+    HDR_SIZE, InodeKey, MAX_CAPTURE, MAX_IOV, MAX_RINGS, NR_DROPS, Pending, RING_TEMPLATE_BYTES,
+    STDERR_FD, STDOUT_FD, Settings,
 };
 
 /// Offsets and ring count, set by userspace with `override_global("CONFIG")`.
@@ -108,15 +140,29 @@ static IGNORED: LruHashMap<InodeKey, u8> = LruHashMap::with_max_entries(16384, 0
 #[map]
 static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
 
-/// Per-CPU loss counters, indexed by the `DROP_*` constants.
+/// Per-CPU loss counters, indexed by [`DropReason`].
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NR_DROPS, 0);
+
+/// Loss counters per cgroup (= per container), per CPU.
+#[map]
+static CGROUP_DROPS: LruPerCpuHashMap<u64, CgroupDrops> =
+    LruPerCpuHashMap::with_max_entries(4096, 0);
+
+/// Cgroup id → its directory's name, for cgroups that wrote unclaimed or
+/// lost writes (see "The writer's cgroup"). An LRU: old cgroups make room.
+#[map]
+static CGROUP_NAMES: LruHashMap<u64, CgroupName> = LruHashMap::with_max_entries(4096, 0);
+
+/// Switches set by userspace at run time (one entry).
+#[map]
+static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
 /// Per-CPU staging area for one record plus the copy loop's state.
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-const RING_SIZE: usize = RING_BYTES as usize;
+const RING_SIZE: usize = RING_TEMPLATE_BYTES as usize;
 
 /// The ring buffers; userspace creates `nr_rings` of them and inserts them.
 #[btf_map]
@@ -125,8 +171,8 @@ static RINGS: ArrayOfMaps<RingBuf<u8, RING_SIZE>, { MAX_RINGS as usize }> = Arra
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
-/// Wake the reader once this many bytes are waiting (see "Wakeups" above).
-const WAKEUP_THRESHOLD: u64 = (RING_SIZE / 8) as u64;
+/// The ring's own header before each record (`BPF_RINGBUF_HDR_SZ`).
+const RINGBUF_HDR: u64 = 8;
 
 const S_IFMT: u16 = 0o170000;
 const S_IFIFO: u16 = 0o010000;
@@ -150,6 +196,8 @@ struct LoopState {
 #[repr(C)]
 struct Scratch {
     st: LoopState,
+    /// Where a cgroup's name is read before it goes into `CGROUP_NAMES`.
+    name: CgroupName,
     /// An [`EventHeader`] followed by up to [`CHUNK`] data bytes (u64 for
     /// alignment).
     rec: [u64; (HDR_SIZE + CHUNK) / 8],
@@ -161,18 +209,106 @@ struct IoVec {
     len: u64,
 }
 
-#[inline(always)]
-fn config() -> Config {
-    // SAFETY: CONFIG is a plain static; the volatile read stops the compiler
-    // from folding the zeros it was compiled with.
-    unsafe { read_volatile(&raw const CONFIG) }
+/// One field of `CONFIG`, e.g. `conf!(task_files)`: a load from the
+/// read-only map, which the verifier knows as a constant. (Copying the
+/// whole struct would go through the stack, where 4-byte fields lose
+/// that.)
+macro_rules! conf {
+    ($field:ident) => {
+        // SAFETY: CONFIG is a plain static; the volatile read stops the
+        // compiler from folding the zeros it was compiled with.
+        unsafe { read_volatile(&raw const CONFIG.$field) }
+    };
 }
 
+/// Counts a write lost for `reason`, in total and for its cgroup.
 #[inline(always)]
-fn count_drop(idx: u32) {
+fn count_drop(reason: DropReason, cgroup: u64) {
+    let idx = reason as u32;
     if let Some(counter) = DROPS.get_ptr_mut(idx) {
         // SAFETY: a per-CPU value; programs don't migrate CPUs while running.
         unsafe { *counter += 1 };
+    }
+    let per_cgroup = match CGROUP_DROPS.get_ptr_mut(&cgroup) {
+        Some(p) => p,
+        None => {
+            let _ = CGROUP_DROPS.insert(&cgroup, &CgroupDrops::default(), 0);
+            match CGROUP_DROPS.get_ptr_mut(&cgroup) {
+                Some(p) => p,
+                None => return,
+            }
+        }
+    };
+    if (idx as usize) < NR_DROPS as usize {
+        // SAFETY: this CPU's value; the index is checked.
+        unsafe { (*per_cgroup).counts[idx as usize] += 1 };
+    }
+}
+
+/// The current task as a BTF-typed pointer (loads through it are checked
+/// by the verifier against the kernel's BTF, and cost a plain load).
+#[inline(always)]
+fn current_task() -> *const u8 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_get_current_task_btf() as *const u8 }
+}
+
+/// The `T` at offset `off` of the BTF-typed kernel object at `base` (a
+/// pointer from [`current_task`] or from an earlier `field`): a plain load,
+/// which the verifier turns into a fault-safe one (a NULL `base` reads 0).
+/// `off` must be a constant from `CONFIG`.
+#[inline(always)]
+fn field<T: Copy>(base: *const u8, off: u32) -> T {
+    // SAFETY: see above; the verifier rejects the program otherwise.
+    unsafe { core::ptr::read(base.wrapping_add(off as usize).cast::<T>()) }
+}
+
+/// Whether the current task is a host process (initial pid namespace)
+/// whose writes cannot be a registered container's: see "Host writes".
+#[inline(always)]
+fn is_host_write(task: *const u8) -> bool {
+    let pid: *const u8 = field(task, conf!(task_thread_pid));
+    let level: u32 = field(pid, conf!(pid_level));
+    // SAFETY: a valid map value pointer, read right away.
+    level == 0
+        && SETTINGS
+            .get_ptr(0)
+            .is_none_or(|s| unsafe { (*s).host_streams } == 0)
+}
+
+/// The writer's cgroup id and its `kernfs_node`; see "The writer's cgroup".
+#[inline(always)]
+fn cgroup_of(task: *const u8) -> (u64, *const u8) {
+    let cset: *const u8 = field(task, conf!(task_cgroups));
+    let mut cgroup: *const u8 = field(cset, conf!(css_set_cgroup));
+    if conf!(cgroup_mode) == CGROUP_V1 {
+        cgroup = field(cgroup, conf!(css_cgroup));
+    }
+    let kn: *const u8 = field(cgroup, conf!(cgroup_kn));
+    (field(kn, conf!(kn_id)), kn)
+}
+
+/// Stores the name of cgroup `id` in `CGROUP_NAMES` unless it is there.
+#[inline(always)]
+fn remember_cgroup_name(id: u64, kn: *const u8) {
+    if CGROUP_NAMES.get_ptr(&id).is_some() {
+        return;
+    }
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let name: u64 = field(kn, conf!(kn_name));
+    // SAFETY: `s` is this CPU's SCRATCH value; the helper checks the
+    // kernel address and writes at most CGROUP_NAME_BYTES bytes.
+    unsafe {
+        let dst = &raw mut (*s).name;
+        (*dst).name[0] = 0;
+        bpf_probe_read_kernel_str(
+            (*dst).name.as_mut_ptr().cast(),
+            CGROUP_NAME_BYTES as u32,
+            name as *const c_void,
+        );
+        let _ = CGROUP_NAMES.insert(&id, &*dst, 0);
     }
 }
 
@@ -201,43 +337,40 @@ fn read_arg<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
 
 /// `task->files->fdt->fd[fd]->f_inode`: the inode's address and its key.
 #[inline(always)]
-fn inode_of_fd(c: &Config, task: u64, fd: u64) -> Option<(u64, InodeKey)> {
-    let files: u64 = read_kernel(task, c.task_files)?;
-    if files == 0 {
-        return None;
-    }
-    let fdt: u64 = read_kernel(files, c.files_fdt)?;
-    let max_fds: u32 = read_kernel(fdt, c.fdt_max_fds)?;
+fn inode_of_fd(task: *const u8, fd: u64) -> Option<(u64, InodeKey)> {
+    let files: *const u8 = field(task, conf!(task_files));
+    let fdt: *const u8 = field(files, conf!(files_fdt));
+    let max_fds: u32 = field(fdt, conf!(fdt_max_fds));
     if fd >= max_fds as u64 {
         return None;
     }
-    let fd_array: u64 = read_kernel(fdt, c.fdt_fd)?;
+    // `struct file **`: a pointer to pointers, which the verifier does not
+    // type; the rest of the walk reads through bpf_probe_read_kernel.
+    let fd_array: u64 = field(fdt, conf!(fdt_fd));
     let file: u64 = read_kernel(fd_array + fd * 8, 0)?;
     if file == 0 {
         return None;
     }
-    let inode: u64 = read_kernel(file, c.file_f_inode)?;
-    let ino: u64 = read_kernel(inode, c.inode_i_ino)?;
-    let sb: u64 = read_kernel(inode, c.inode_i_sb)?;
-    let dev: u32 = read_kernel(sb, c.sb_s_dev)?;
+    let inode: u64 = read_kernel(file, conf!(file_f_inode))?;
+    let ino: u64 = read_kernel(inode, conf!(inode_i_ino))?;
+    let sb: u64 = read_kernel(inode, conf!(inode_i_sb))?;
+    let dev: u32 = read_kernel(sb, conf!(sb_s_dev))?;
     Some((inode, InodeKey::new(ino, dev)))
 }
 
 /// Whether a write to an unregistered inode is captured with cookie 0; see
 /// "Unclaimed capture" above.
 #[inline(always)]
-fn is_unclaimed(c: &Config, task: u64, fd: u64, inode: u64, key: &InodeKey) -> bool {
+fn is_unclaimed(task: *const u8, fd: u64, inode: u64, key: &InodeKey) -> bool {
     if fd != STDOUT_FD as u64 && fd != STDERR_FD as u64 {
         return false;
     }
-    let Some(pid) = read_kernel::<u64>(task, c.task_thread_pid) else {
+    let pid: *const u8 = field(task, conf!(task_thread_pid));
+    let level: u32 = field(pid, conf!(pid_level));
+    if level == 0 {
         return false;
-    };
-    match read_kernel::<u32>(pid, c.pid_level) {
-        Some(level) if level > 0 => {}
-        _ => return false,
     }
-    let Some(mode) = read_kernel::<u16>(inode, c.inode_i_mode) else {
+    let Some(mode) = read_kernel::<u16>(inode, conf!(inode_i_mode)) else {
         return false;
     };
     let kind = mode & S_IFMT;
@@ -249,21 +382,30 @@ fn is_unclaimed(c: &Config, task: u64, fd: u64, inode: u64, key: &InodeKey) -> b
 
 #[inline(always)]
 fn on_enter(ctx: &TracePointContext, is_vec: bool) -> Option<()> {
-    let c = config();
     let (fd_off, buf_off, count_off) = if is_vec {
-        (c.tp_writev_fd, c.tp_writev_vec, c.tp_writev_vlen)
+        (
+            conf!(tp_writev_fd),
+            conf!(tp_writev_vec),
+            conf!(tp_writev_vlen),
+        )
     } else {
-        (c.tp_write_fd, c.tp_write_buf, c.tp_write_count)
+        (
+            conf!(tp_write_fd),
+            conf!(tp_write_buf),
+            conf!(tp_write_count),
+        )
     };
+    let task = current_task();
+    if is_host_write(task) {
+        return None;
+    }
     // Declared `unsigned int` in an 8-byte slot.
     let fd = read_arg::<u64>(ctx, fd_off)? & 0xffff_ffff;
-    // SAFETY: no preconditions.
-    let task = unsafe { bpf_get_current_task() };
-    let (inode, key) = inode_of_fd(&c, task, fd)?;
+    let (inode, key) = inode_of_fd(task, fd)?;
     let cookie = match INODES.get_ptr(key) {
         // SAFETY: a valid map value pointer, read right away.
         Some(cookie) => unsafe { *cookie },
-        None if is_unclaimed(&c, task, fd, inode, &key) => 0,
+        None if is_unclaimed(task, fd, inode, &key) => 0,
         None => return None,
     };
     let pending = Pending {
@@ -278,7 +420,9 @@ fn on_enter(ctx: &TracePointContext, is_vec: bool) -> Option<()> {
     // SAFETY: no preconditions.
     let id = unsafe { bpf_get_current_pid_tgid() };
     if PENDING.insert(id, pending, 0).is_err() {
-        count_drop(DROP_PENDING_FULL);
+        let (cgroup, kn) = cgroup_of(task);
+        count_drop(DropReason::PendingFull, cgroup);
+        remember_cgroup_name(cgroup, kn);
     }
     Some(())
 }
@@ -306,6 +450,8 @@ fn copy_out<const STEPS: usize>(
     s: *mut Scratch,
     iov_base: u64,
     iov_cnt: u64,
+    wakeup_bytes: u64,
+    cgroup: u64,
 ) {
     // SAFETY: `s` is this CPU's SCRATCH value, valid for the whole program.
     let st = unsafe { &mut (*s).st };
@@ -336,7 +482,7 @@ fn copy_out<const STEPS: usize>(
                 )
             };
             if r < 0 {
-                count_drop(DROP_READ_FAULT);
+                count_drop(DropReason::ReadFault, cgroup);
                 vw!(st.failed, 1);
                 break;
             }
@@ -363,17 +509,22 @@ fn copy_out<const STEPS: usize>(
             bpf_probe_read_user(rec.add(HDR_SIZE).cast(), n as u32, src as *const c_void)
         };
         if r < 0 {
-            count_drop(DROP_READ_FAULT);
+            count_drop(DropReason::ReadFault, cgroup);
             vw!(st.failed, 1);
             break;
         }
-        let flags = if unsafe { bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) } > WAKEUP_THRESHOLD {
+        // Wake the reader only if this record crosses the threshold (see
+        // "Wakeups"); the ring rounds records up to 8 bytes.
+        let size = HDR_SIZE as u64 + n;
+        let unread = unsafe { bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) };
+        let after = unread + RINGBUF_HDR + ((size + 7) & !7);
+        let flags = if unread < wakeup_bytes && after >= wakeup_bytes {
             BPF_RB_FORCE_WAKEUP
         } else {
             BPF_RB_NO_WAKEUP
         };
-        if unsafe { bpf_ringbuf_output(ring, rec.cast(), HDR_SIZE as u64 + n, flags) } < 0 {
-            count_drop(DROP_RING_FULL);
+        if unsafe { bpf_ringbuf_output(ring, rec.cast(), size, flags) } < 0 {
+            count_drop(DropReason::RingFull, cgroup);
             vw!(st.failed, 1);
             break;
         }
@@ -386,6 +537,10 @@ fn copy_out<const STEPS: usize>(
 
 #[inline(always)]
 fn on_exit(ctx: &TracePointContext, is_vec: bool) -> Option<()> {
+    let task = current_task();
+    if is_host_write(task) {
+        return None;
+    }
     // SAFETY: no preconditions.
     let id = unsafe { bpf_get_current_pid_tgid() };
     // Fast exit: no write in flight on a watched inode for this thread.
@@ -395,18 +550,24 @@ fn on_exit(ctx: &TracePointContext, is_vec: bool) -> Option<()> {
     if p.is_vec != is_vec as u32 {
         return None; // stale entry of another syscall
     }
-    let c = config();
-    let ret: i64 = read_arg(ctx, c.tp_exit_ret)?;
+    let ret: i64 = read_arg(ctx, conf!(tp_exit_ret))?;
     if ret <= 0 {
         return None; // error or nothing written: no data
     }
-    let ring = if c.nr_rings == 0 {
+    let nr_rings = conf!(nr_rings) as u64;
+    let ring = if nr_rings == 0 {
         None
     } else {
-        RINGS.get((p.key.ino % c.nr_rings as u64) as u32)
+        RINGS.get((p.key.ino % nr_rings) as u32)
     };
+    let (cgroup, kn) = cgroup_of(task);
+    if p.cookie == 0 {
+        // Unclaimed: userspace places it by its cgroup's name.
+        remember_cgroup_name(cgroup, kn);
+    }
     let Some(ring) = ring else {
-        count_drop(DROP_NO_RING);
+        count_drop(DropReason::NoRing, cgroup);
+        remember_cgroup_name(cgroup, kn);
         return None;
     };
     let s = SCRATCH.get_ptr_mut(0)?;
@@ -421,6 +582,7 @@ fn on_exit(ctx: &TracePointContext, is_vec: bool) -> Option<()> {
             (*s).rec.as_mut_ptr().cast::<EventHeader>(),
             EventHeader {
                 boot_ns: bpf_ktime_get_boot_ns(),
+                cgroup,
                 key: p.key,
                 cookie: p.cookie,
                 tgid: (id >> 32) as u32,
@@ -440,13 +602,24 @@ fn on_exit(ctx: &TracePointContext, is_vec: bool) -> Option<()> {
     }
     if is_vec {
         // ≤ MAX_IOV iovec loads, and ≤ MAX_IOV + MAX_CAPTURE/CHUNK records.
-        copy_out::<{ 2 * MAX_IOV + MAX_CAPTURE / CHUNK }>(ring, s, p.buf, p.count);
+        copy_out::<{ 2 * MAX_IOV + MAX_CAPTURE / CHUNK }>(
+            ring,
+            s,
+            p.buf,
+            p.count,
+            conf!(wakeup_bytes) as u64,
+            cgroup,
+        );
     } else {
-        copy_out::<{ MAX_CAPTURE / CHUNK }>(ring, s, 0, 0);
+        copy_out::<{ MAX_CAPTURE / CHUNK }>(ring, s, 0, 0, conf!(wakeup_bytes) as u64, cgroup);
     }
     let (left, failed) = (vr!((*s).st.budget), vr!((*s).st.failed));
     if ret as u64 > MAX_CAPTURE as u64 || (left > 0 && failed == 0) {
-        count_drop(DROP_TRUNCATED);
+        count_drop(DropReason::Truncated, cgroup);
+        remember_cgroup_name(cgroup, kn);
+    } else if failed != 0 {
+        // Counted by copy_out; the name lets userspace say whose it was.
+        remember_cgroup_name(cgroup, kn);
     }
     Some(())
 }

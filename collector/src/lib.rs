@@ -41,9 +41,9 @@ use spillway_proto::v2::Envelope;
 
 use spillway_routes::{Event, Hub, RouteMetrics, Routes};
 
+use crate::capture::SourceKind;
 use crate::enrich::Enricher;
 use crate::output::Output;
-use crate::capture::SourceKind;
 
 /// Node agent: takes envelopes from apps and ships them to routers.
 #[derive(Parser, Debug, Clone)]
@@ -83,6 +83,10 @@ pub struct Flags {
     /// The Docker API (`unix:///path` or `tcp://host:port`).
     #[arg(long, value_name = "URI", default_value_t = docker::default_host())]
     pub docker_host: String,
+    /// Bytes of each eBPF ring buffer (one per CPU): a power of two. The
+    /// default holds about 100 ms of the highest rate measured here.
+    #[arg(long, value_name = "BYTES", default_value_t = capture::ebpf::kernel::Options::DEFAULT_RING_BYTES)]
+    pub ring_bytes: u32,
     /// The `host` tag added to every envelope (default: this machine's hostname).
     #[arg(long)]
     pub hostname: Option<String>,
@@ -113,10 +117,16 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         .clone()
         .unwrap_or_else(spillway_plumbing::hostname);
     let mut metrics = SelfMetrics::new("collector");
-    let capture_drops = metrics.counter_family(
-        "capture_dropped",
-        "Container writes the eBPF program could not deliver whole, by reason",
-    );
+    let capture_metrics = capture::ebpf::Metrics {
+        dropped: metrics.counter_family(
+            "capture_dropped",
+            "Container writes eBPF capture could not deliver whole, by reason",
+        ),
+        container_dropped: metrics.counter_family(
+            "capture_container_dropped",
+            "Container writes the eBPF program could not deliver whole, by container and reason",
+        ),
+    };
     let route_metrics = RouteMetrics::register(&mut metrics);
     let metrics = Arc::new(metrics);
     let hub = Hub::new();
@@ -168,7 +178,13 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     let policy = flags.batch.policy();
     let shards = output::shards(diodes.cores(), flags.buffer_per_core);
     let output = Output::new(shards.clone(), &host, metrics.clone(), hub.clone());
-    let source = capture::start(flags.source, &flags.docker_host, output, capture_drops)?;
+    let source = capture::start(
+        flags.source,
+        &flags.docker_host,
+        flags.ring_bytes,
+        output,
+        capture_metrics,
+    )?;
     shipper::spawn(
         diodes.clone(),
         shards,

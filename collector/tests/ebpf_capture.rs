@@ -14,7 +14,9 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use spillway_collector::capture::ebpf::kernel::{self as ebpf, Capture, Handler, InodeKey, Record};
+use spillway_collector::capture::ebpf::kernel::{
+    self as ebpf, Capture, DropReason, Handler, InodeKey, Record,
+};
 
 /// A [`Record`] with its data copied out of the ring.
 #[derive(Debug, Clone)]
@@ -22,6 +24,7 @@ struct Rec {
     timestamp: i64,
     key: InodeKey,
     cookie: u32,
+    cgroup: u64,
     tgid: u32,
     fd: u32,
     offset: u32,
@@ -33,11 +36,12 @@ struct Rec {
 struct ToChannel(Sender<Rec>);
 
 impl Handler for ToChannel {
-    fn record(&mut self, r: &Record<'_>) {
+    fn record(&mut self, r: &Record<'_>, _now: Instant) {
         let _ = self.0.send(Rec {
             timestamp: r.timestamp,
             key: r.key,
             cookie: r.cookie,
+            cgroup: r.cgroup,
             tgid: r.tgid,
             fd: r.fd,
             offset: r.offset,
@@ -64,8 +68,15 @@ fn start() -> Option<(Capture, Receiver<Rec>)> {
         eprintln!("skipped: {why}");
         return None;
     }
-    let capture = Capture::load(2).unwrap_or_else(|e| panic!("{e}"));
+    let opts = ebpf::Options {
+        loops: 2,
+        ring_bytes: ebpf::Options::DEFAULT_RING_BYTES,
+    };
+    let capture = Capture::load(opts).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(capture.loops(), 2);
+    // These tests register pipes of this (host) process: the program
+    // looks at host processes' writes only when told to.
+    capture.set_host_streams(true).unwrap();
     let (tx, rx) = channel();
     capture
         .spawn_loops(move |_| ToChannel(tx.clone()))
@@ -331,11 +342,10 @@ fn splits_records_and_truncates_at_64_kib() {
 
     let after = capture.kernel_drops();
     assert!(
-        after.truncated > before.truncated,
+        after.get(DropReason::Truncated) > before.get(DropReason::Truncated),
         "{before:?} -> {after:?}"
     );
-    let lost = |d: ebpf::KernelDrops| (d.ring_full, d.read_fault, d.pending_full, d.no_ring);
-    assert_eq!(lost(after), lost(before));
+    assert_eq!(after.lost(), before.lost());
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -400,6 +410,14 @@ sleep 1; echo third",
     );
     assert_ne!(early.tgid, std::process::id());
     assert_recent(&first);
+    // Stamped with the writer's cgroup (this test's own), whose name the
+    // program noted for the unclaimed write.
+    assert_eq!(
+        capture.cgroup_name(early.cgroup).as_deref(),
+        Some(own_cgroup_name().as_str()),
+        "cgroup {}",
+        early.cgroup
+    );
 
     capture.register(out_key, 31).unwrap();
     let second = collect(
@@ -425,6 +443,57 @@ sleep 1; echo third",
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The last component of this process's cgroup path in the hierarchy the
+/// program reads (`/` for the root cgroup).
+fn own_cgroup_name() -> String {
+    let file = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let hierarchy = ebpf::cgroup::detect(Path::new("/sys/fs/cgroup")).unwrap();
+    let path = file
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let ours = match &hierarchy {
+                ebpf::cgroup::Hierarchy::Unified => controllers.is_empty(),
+                ebpf::cgroup::Hierarchy::Controller(c) => controllers.split(',').any(|x| x == c),
+            };
+            ours.then(|| path.to_owned())
+        })
+        .next()
+        .unwrap();
+    match path.rsplit('/').next() {
+        Some("") | None => "/".to_owned(),
+        Some(last) => last.to_owned(),
+    }
+}
+
+/// A host process's writes (initial pid namespace) are rejected before
+/// the inode is looked at, unless userspace said a registered stream
+/// belongs to one (`--pid host` containers).
+#[test]
+fn host_writes_only_with_host_streams() {
+    let Some((capture, rx)) = start() else { return };
+    let (r, w) = pipe();
+    let reader = drain(r);
+    let key = key_of_fd(std::process::id(), w.as_raw_fd());
+    capture.register(key, 51).unwrap();
+    let mut w = std::fs::File::from(w);
+    capture.set_host_streams(false).unwrap();
+    w.write_all(b"not captured\n").unwrap();
+    capture.set_host_streams(true).unwrap();
+    w.write_all(b"captured\n").unwrap();
+    drop(w);
+    assert_eq!(reader.join().unwrap(), b"not captured\ncaptured\n");
+    let got = collect(
+        &rx,
+        |r| r.cookie == 51,
+        |got| stream(got, 51).contains("captured"),
+        Duration::from_secs(3),
+    );
+    // Positive control first: the same pipe is captured once allowed.
+    assert_eq!(stream(&got, 51), "captured\n", "{got:?}");
+}
+
 /// Many small writes: all arrive, in order (one ring per inode), unless
 /// the ring overflowed, which must then be counted.
 #[test]
@@ -448,7 +517,7 @@ fn keeps_order_under_load() {
         |got| got.len() == N,
         Duration::from_secs(10),
     );
-    let lost = capture.kernel_drops().ring_full - before.ring_full;
+    let lost = capture.kernel_drops().lost() - before.lost();
     let seqs: Vec<usize> = recs
         .iter()
         .map(|r| {
@@ -461,12 +530,7 @@ fn keeps_order_under_load() {
         })
         .collect();
     assert!(seqs.windows(2).all(|p| p[0] < p[1]), "records out of order");
-    assert_eq!(
-        seqs.len() as u64 + lost,
-        N as u64,
-        "lost records not counted"
-    );
-    if lost > 0 {
-        eprintln!("note: {lost} of {N} writes lost to a full ring (slow machine?)");
-    }
+    // The default rings hold this burst whole: nothing may be lost, and
+    // what the kernel counts must agree with what arrived.
+    assert_eq!((seqs.len(), lost), (N, 0), "records lost");
 }

@@ -49,9 +49,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::container::{Container, EnvelopeTemplate, Stream};
 use crate::docker::Event;
 use crate::docker::time::split_timestamp;
-use crate::container::{Container, EnvelopeTemplate, Stream};
 use crate::lines::{Assembler, Line, PARTIAL_LINE_TIMEOUT};
 use crate::output::Output;
 use spillway_proto::now_nanos;
@@ -151,6 +151,8 @@ impl Source {
                 event = events.recv() => match event {
                     Some(Event::Running(c)) => self.running(c),
                     Some(Event::Stopped { id }) => self.stopped(&id),
+                    // Never followed: nothing to do.
+                    Some(Event::OptedOut { .. }) => {}
                     // Dropping `tasks` aborts the followers.
                     None => return,
                 },

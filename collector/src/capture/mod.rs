@@ -16,9 +16,6 @@ pub mod docker_api;
 pub mod ebpf;
 
 use clap::ValueEnum;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use spillway_plumbing::metrics::Labels;
 use tokio::sync::mpsc;
 
 use crate::docker;
@@ -37,15 +34,15 @@ pub enum SourceKind {
     None,
 }
 
-/// Starts container capture as `kind` says. Returns the source chosen; an
-/// error when the chosen source cannot run (bad Docker URI, eBPF asked for
-/// but unavailable). `capture_drops` receives the eBPF program's counts of
-/// writes it could not deliver.
+/// Starts container capture as `kind` says, with eBPF rings of
+/// `ring_bytes` each. Returns the source chosen; an error when the chosen
+/// source cannot run (bad Docker URI, eBPF asked for but unavailable).
 pub fn start(
     kind: SourceKind,
     docker_host: &str,
+    ring_bytes: u32,
     output: Output,
-    capture_drops: Family<Labels, Counter>,
+    metrics: ebpf::Metrics,
 ) -> Result<SourceKind, String> {
     if kind == SourceKind::None {
         tracing::info!("container capture is off (--source none)");
@@ -53,11 +50,13 @@ pub fn start(
     }
     let docker = docker::connect(docker_host)?;
     let (tx, rx) = mpsc::unbounded_channel();
+    let opts = ebpf::kernel::Options {
+        loops: output.shards(),
+        ring_bytes,
+    };
     let capture = match kind {
-        SourceKind::Ebpf => {
-            Some(load_ebpf(output.shards()).map_err(|why| format!("--source ebpf: {why}"))?)
-        }
-        SourceKind::Auto => match load_ebpf(output.shards()) {
+        SourceKind::Ebpf => Some(load_ebpf(opts).map_err(|why| format!("--source ebpf: {why}"))?),
+        SourceKind::Auto => match load_ebpf(opts) {
             Ok(capture) => Some(capture),
             Err(why) => {
                 tracing::warn!(
@@ -71,7 +70,7 @@ pub fn start(
     let chosen = match capture {
         Some(capture) => {
             let loops = capture.loops();
-            ebpf::start(capture, rx, output, capture_drops)?;
+            ebpf::start(capture, rx, output, metrics)?;
             tracing::info!(
                 "container capture: eBPF, {loops} io_uring loop(s); metadata from {docker_host}"
             );
@@ -87,7 +86,7 @@ pub fn start(
     Ok(chosen)
 }
 
-fn load_ebpf(loops: usize) -> Result<ebpf::kernel::Capture, String> {
+fn load_ebpf(opts: ebpf::kernel::Options) -> Result<ebpf::kernel::Capture, String> {
     ebpf::kernel::check_support()?;
-    ebpf::kernel::Capture::load(loops).map_err(|e| e.to_string())
+    ebpf::kernel::Capture::load(opts).map_err(|e| e.to_string())
 }

@@ -19,7 +19,6 @@
 //! [`connect`] builds a client without talking to the daemon, so the
 //! collector starts (and keeps retrying) while Docker is down.
 
-
 pub mod time;
 mod watch;
 
@@ -160,6 +159,9 @@ pub enum Event {
     /// reconnect. May come for an id never sent as `Running`, and twice
     /// for one stop (die, then destroy).
     Stopped { id: String },
+    /// The container runs but opted out of collection (see
+    /// [`Container::is_ignored`]): nothing it writes is to be shipped.
+    OptedOut { id: String },
 }
 
 /// The containers last sent as [`Event::Running`] and not stopped since,

@@ -177,6 +177,7 @@ impl Watcher {
             let Some(c) = c? else { continue };
             if c.is_ignored() {
                 self.note_ignored(&c);
+                self.send(Event::OptedOut { id: c.id.clone() })?;
                 opted_out.insert(c.id);
             } else {
                 running.push(Arc::new(c));
@@ -199,14 +200,22 @@ impl Watcher {
     }
 
     async fn apply(&mut self, event: EventMessage) -> Result<(), End> {
-        let Some(id) = event.actor.and_then(|a| a.id) else {
+        let Some(actor) = event.actor else {
+            return Ok(());
+        };
+        let Some(id) = actor.id else {
             return Ok(());
         };
         match event.action.as_deref().unwrap_or_default() {
             // A container that already exited still ran: sources reading
-            // the Docker API can still get its output.
-            "start" => self.started(&id, true).await,
-            "rename" => self.started(&id, false).await,
+            // the Docker API can still get its output, and the eBPF source
+            // has what it wrote. One removed already (`--rm`) is described
+            // by the event itself.
+            "start" => {
+                let attributes = actor.attributes.unwrap_or_default();
+                self.started(&id, Some(&attributes)).await
+            }
+            "rename" => self.started(&id, None).await,
             "die" => self.stopped(id, false),
             "destroy" => self.stopped(id, true),
             _ => Ok(()),
@@ -214,16 +223,25 @@ impl Watcher {
     }
 
     /// Inspects `id` and sends `Running` (unless it opted out, or exited
-    /// and `even_if_exited` is false).
-    async fn started(&mut self, id: &str, even_if_exited: bool) -> Result<(), End> {
-        // A container removed already is nothing to report; its die and
-        // destroy events follow.
-        let Some(c) = inspect(&self.docker, id).await? else {
-            return Ok(());
+    /// and `start` is `None`). `start` holds the attributes of a start
+    /// event, which describe a container that is gone before it could be
+    /// inspected.
+    async fn started(
+        &mut self,
+        id: &str,
+        start: Option<&HashMap<String, String>>,
+    ) -> Result<(), End> {
+        let even_if_exited = start.is_some();
+        let c = match (inspect(&self.docker, id).await?, start) {
+            (Some(c), _) => c,
+            (None, Some(attributes)) => container_from_event(id, attributes),
+            // Removed already, and not a start: its die and destroy
+            // events follow.
+            (None, None) => return Ok(()),
         };
         if c.is_ignored() {
             self.note_ignored(&c);
-            return Ok(());
+            return self.send(Event::OptedOut { id: c.id });
         }
         if c.pid == 0 && !even_if_exited {
             return Ok(());
@@ -278,6 +296,25 @@ async fn subscribe(docker: Docker, since: i64, queue: UnboundedSender<Queued>) {
         if queue.send(event.map_err(|e| error_chain(&e))).is_err() || failed {
             return;
         }
+    }
+}
+
+/// What a start event says of a container that is already gone: its
+/// attributes are its labels plus `name` and `image` (a label of the same
+/// name loses to them, as in Docker's own events).
+fn container_from_event(id: &str, attributes: &HashMap<String, String>) -> Container {
+    let mut labels: std::collections::BTreeMap<String, String> = attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let name = labels.remove("name").unwrap_or_default();
+    let image = labels.remove("image").unwrap_or_default();
+    Container {
+        id: id.to_owned(),
+        name,
+        image,
+        labels,
+        ..Container::default()
     }
 }
 
@@ -341,5 +378,19 @@ mod tests {
         assert_eq!(why_ignored(&c), "environment LOGSPOUT=ignore");
         c.env.clear();
         assert_eq!(why_ignored(&c), "label spillway.ignore=true");
+    }
+
+    #[test]
+    fn a_gone_container_is_described_by_its_start_event() {
+        let attributes = HashMap::from([
+            ("name".to_owned(), "job-7".to_owned()),
+            ("image".to_owned(), "busybox".to_owned()),
+            ("spillway.source_id".to_owned(), "batch".to_owned()),
+        ]);
+        let c = container_from_event(&"a".repeat(64), &attributes);
+        assert_eq!((c.name.as_str(), c.image.as_str()), ("job-7", "busybox"));
+        assert_eq!(c.source_id(), "batch");
+        assert_eq!(c.labels.len(), 1);
+        assert_eq!(c.pid, 0);
     }
 }

@@ -4,9 +4,18 @@
 //! `RINGS` array of maps; the program writes each record to ring
 //! `ino % n`. Each ring has its own OS thread running a `tokio-uring`
 //! runtime: it waits for the ring to become readable with an io_uring
-//! `POLL_ADD` or for a 10 ms timer (the program only wakes readers once a
-//! ring is 1/8 full), drains the ring into the loop's [`Handler`], then
-//! calls [`Handler::tick`].
+//! `POLL_ADD` or for its tick, drains the ring into the loop's
+//! [`Handler`], then calls [`Handler::tick`].
+//!
+//! The program wakes a reader only when a ring's unread bytes cross a
+//! threshold, so the tick bounds the latency below it. The tick adapts to
+//! the rate: [`MIN_TICK`] while records keep coming, doubling up to
+//! [`MAX_TICK`] while the ring stays empty, so an idle host costs a few
+//! wake-ups per second per ring and a busy one a millisecond of latency.
+//!
+//! The threads are not pinned: on a host whose cores are busy with the
+//! very apps being captured, a pinned reader waits for its core while the
+//! other is free, and its ring fills up.
 
 use std::os::fd::{AsRawFd as _, RawFd};
 use std::sync::Arc;
@@ -15,12 +24,14 @@ use std::time::{Duration, Instant};
 
 use aya::Ebpf;
 use aya::maps::{ArrayOfMaps, Map, MapData, RingBuf};
-use spillway_collector_common::{EventHeader, HDR_SIZE, RING_BYTES};
+use spillway_collector_common::{EventHeader, HDR_SIZE};
 
 use super::kernel::{Handler, Record};
 
-/// How often a loop drains its ring when the program did not wake it.
-pub const TICK: Duration = Duration::from_millis(10);
+/// The shortest wait between drains, while records keep coming.
+pub const MIN_TICK: Duration = Duration::from_millis(1);
+/// The longest wait between drains, on an idle ring.
+pub const MAX_TICK: Duration = Duration::from_millis(16);
 /// How often a loop recomputes the boot → wall clock offset (follows NTP steps).
 const CLOCK_REFRESH: Duration = Duration::from_secs(1);
 /// Most records handled in one drain round before `tick` runs again.
@@ -28,8 +39,9 @@ const MAX_ROUND: usize = 4096;
 
 const BPF_MAP_TYPE_RINGBUF: u32 = 27;
 
-/// Creates `n` ring buffers and inserts them into `RINGS` at 0..n.
-pub fn create(bpf: &mut Ebpf, n: u32) -> Result<Vec<RingBuf<MapData>>, String> {
+/// Creates `n` ring buffers of `bytes` each and inserts them into `RINGS`
+/// at 0..n.
+pub fn create(bpf: &mut Ebpf, n: u32, bytes: u32) -> Result<Vec<RingBuf<MapData>>, String> {
     let outer = bpf
         .map_mut("RINGS")
         .ok_or("the eBPF object has no RINGS map")?;
@@ -37,9 +49,10 @@ pub fn create(bpf: &mut Ebpf, n: u32) -> Result<Vec<RingBuf<MapData>>, String> {
         ArrayOfMaps::try_from(outer).map_err(|e| format!("RINGS: {e}"))?;
     let mut rings = Vec::with_capacity(n as usize);
     for i in 0..n {
-        // aya 0.14 has no RingBuf::create; the definition must match the
-        // program's inner map template (type and size) exactly.
-        let def = aya_obj::Map::new_from_params(BPF_MAP_TYPE_RINGBUF, 0, 0, RING_BYTES, 0);
+        // aya 0.14 has no RingBuf::create. The kernel checks an inner map
+        // against the program's template (RING_TEMPLATE_BYTES) by type,
+        // key, value and flags, not by size.
+        let def = aya_obj::Map::new_from_params(BPF_MAP_TYPE_RINGBUF, 0, 0, bytes, 0);
         let ring = MapData::create(def, &format!("spill_ring{i}"), None)
             .map_err(|e| format!("creating ring buffer {i}: {e}"))?;
         outer
@@ -106,6 +119,7 @@ pub fn parse<'a>(item: &'a [u8], clock: &WallClock) -> Option<Record<'a>> {
     let data = item.get(HDR_SIZE..HDR_SIZE + h.len as usize)?;
     Some(Record {
         timestamp: clock.wall_ns(h.boot_ns),
+        cgroup: h.cgroup,
         key: h.key,
         cookie: h.cookie,
         tgid: h.tgid,
@@ -135,18 +149,13 @@ where
     H: Handler,
     F: Fn(usize) -> H + Send + Sync + 'static,
 {
-    let cpus = allowed_cpus();
     let make = Arc::new(make);
     let mut handles = Vec::with_capacity(rings.len());
     for (i, ring) in rings.into_iter().enumerate() {
         let (shared, make) = (shared.clone(), make.clone());
-        let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
         let handle = std::thread::Builder::new()
             .name(format!("ebpf-ring-{i}"))
             .spawn(move || {
-                if let Some(cpu) = cpu {
-                    pin_to_cpu(cpu);
-                }
                 tokio_uring::start(async move {
                     let handler = make(i);
                     drop(make);
@@ -171,9 +180,10 @@ async fn run<H: Handler>(
     let mut clock = WallClock::new();
     let mut poll = Some(Box::pin(poll_readable(fd)));
     let mut more = false;
+    let mut tick = MIN_TICK;
     loop {
         if !more {
-            let timer = tokio::time::sleep(TICK);
+            let timer = tokio::time::sleep(tick);
             let woken = match poll.as_mut() {
                 Some(p) => tokio::select! {
                     r = p => Some(r),
@@ -188,7 +198,7 @@ async fn run<H: Handler>(
                 Some(Ok(_)) => poll = Some(Box::pin(poll_readable(fd))),
                 Some(Err(e)) => {
                     tracing::warn!(
-                        "eBPF ring {index}: io_uring poll failed ({e}); draining every {TICK:?} only"
+                        "eBPF ring {index}: io_uring poll failed ({e}); draining on the timer only"
                     );
                     poll = None;
                 }
@@ -201,7 +211,7 @@ async fn run<H: Handler>(
         while n < MAX_ROUND {
             let Some(item) = ring.next() else { break };
             match parse(&item, &clock) {
-                Some(r) => handler.record(&r),
+                Some(r) => handler.record(&r, now),
                 None => tracing::warn!(
                     "eBPF ring {index}: malformed record of {} bytes",
                     item.len()
@@ -210,6 +220,11 @@ async fn run<H: Handler>(
             n += 1;
         }
         more = n == MAX_ROUND;
+        tick = if n > 0 {
+            MIN_TICK
+        } else {
+            (tick * 2).min(MAX_TICK)
+        };
         handler.tick(Instant::now());
         if stop.load(Ordering::Relaxed) {
             break;
@@ -241,35 +256,6 @@ impl tokio_uring::OneshotOutputTransform for PollIn {
     }
 }
 
-/// The CPUs this process may run on, in order.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: set is a valid cpu_set_t; pid 0 means the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
-}
-
-/// Pins the calling thread to `cpu`; failure only costs locality.
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: set is a valid cpu_set_t; pid 0 means the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            tracing::debug!(
-                "cannot pin the eBPF ring loop to CPU {cpu}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +269,7 @@ mod tests {
         };
         let h = EventHeader {
             boot_ns: 5,
+            cgroup: 99,
             key: InodeKey::new(77, 15),
             cookie: 3,
             tgid: 42,

@@ -2,7 +2,8 @@
 //! (`/sys/kernel/btf/vmlinux`) with `btf-rs`.
 //!
 //! The program walks `task_struct`, `files_struct`, `fdtable`, `file`,
-//! `inode`, `super_block` and `pid` with `bpf_probe_read_kernel`; their
+//! `inode`, `super_block`, `pid`, `css_set`, `cgroup_subsys_state`,
+//! `cgroup` and `kernfs_node`; their
 //! layout depends on the kernel version and configuration, so the offsets
 //! are looked up here at load time and never hard-coded. (aya-obj's own BTF
 //! parser keeps struct members private, hence `btf-rs`.)
@@ -67,6 +68,25 @@ impl KernelBtf {
                 "{strukt}.{member} has size {other:?} in this kernel, expected {size}"
             )),
         }
+    }
+
+    /// The value of enumerator `name` of `enum enum_name` (for example
+    /// `memory_cgrp_id` of `enum cgroup_subsys_id`, which differs between
+    /// kernel configurations).
+    pub fn enum_value(&self, enum_name: &str, name: &str) -> Result<u32, String> {
+        let types = self
+            .0
+            .resolve_types_by_name(enum_name)
+            .map_err(|e| format!("the kernel's BTF has no enum {enum_name}: {e}"))?;
+        for ty in types {
+            let Type::Enum(e) = ty else { continue };
+            for m in &e.members {
+                if self.0.resolve_name(m).is_ok_and(|n| n == name) {
+                    return Ok(m.val());
+                }
+            }
+        }
+        Err(format!("the kernel's enum {enum_name} has no {name}"))
     }
 
     /// Bit offset and size of `member` in `s`, recursing into anonymous members.
@@ -140,6 +160,40 @@ pub fn kernel_offsets(
     cfg.inode_i_ino = btf.offset("inode", "i_ino", 8)?;
     cfg.inode_i_sb = btf.offset("inode", "i_sb", PTR)?;
     cfg.sb_s_dev = btf.offset("super_block", "s_dev", 4)?;
+    Ok(())
+}
+
+/// The cgroup part of the program's `Config`: how to go from a task to the
+/// cgroup that names its container, in `hierarchy`.
+pub fn cgroup_offsets(
+    btf: &KernelBtf,
+    hierarchy: &super::cgroup::Hierarchy,
+    cfg: &mut spillway_collector_common::Config,
+) -> Result<(), String> {
+    use super::cgroup::Hierarchy;
+    use spillway_collector_common::{CGROUP_V1, CGROUP_V2};
+    const PTR: usize = 8;
+    cfg.task_cgroups = btf.offset("task_struct", "cgroups", PTR)?;
+    match hierarchy {
+        Hierarchy::Unified => {
+            cfg.cgroup_mode = CGROUP_V2;
+            cfg.css_set_cgroup = btf.offset("css_set", "dfl_cgrp", PTR)?;
+        }
+        Hierarchy::Controller(name) => {
+            cfg.cgroup_mode = CGROUP_V1;
+            let id = btf.enum_value("cgroup_subsys_id", &format!("{name}_cgrp_id"))?;
+            let count = btf.enum_value("cgroup_subsys_id", "CGROUP_SUBSYS_COUNT")?;
+            if id >= count {
+                return Err(format!("{name}_cgrp_id is {id}, not below {count}"));
+            }
+            // `struct cgroup_subsys_state *subsys[CGROUP_SUBSYS_COUNT]`.
+            cfg.css_set_cgroup = btf.member("css_set", "subsys")?.offset + id * PTR as u32;
+            cfg.css_cgroup = btf.offset("cgroup_subsys_state", "cgroup", PTR)?;
+        }
+    }
+    cfg.cgroup_kn = btf.offset("cgroup", "kn", PTR)?;
+    cfg.kn_id = btf.offset("kernfs_node", "id", 8)?;
+    cfg.kn_name = btf.offset("kernfs_node", "name", PTR)?;
     Ok(())
 }
 

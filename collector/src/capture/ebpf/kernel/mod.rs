@@ -26,7 +26,7 @@
 //! [`ignore`]: Capture::ignore
 
 mod btf;
-
+pub mod cgroup;
 mod tracefs;
 
 use std::fmt;
@@ -35,15 +35,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
-use spillway_collector_common::{
-    Config, DROP_NO_RING, DROP_PENDING_FULL, DROP_READ_FAULT, DROP_RING_FULL, DROP_TRUNCATED,
-    MAX_RINGS,
-};
+use spillway_collector_common::{CgroupDrops, CgroupName, Config, MAX_RINGS, Settings};
 
-pub use spillway_collector_common::InodeKey;
+pub use spillway_collector_common::{DropReason, InodeKey};
 
 /// Why the eBPF object is missing, for `check_support` and `load`.
 pub const NOT_BUILT: &str =
@@ -154,24 +151,71 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Counts of what the kernel side could not deliver, summed over CPUs since
-/// the program was loaded. All count syscalls (not records or bytes).
+/// the program was loaded, by [`DropReason`]. All count syscalls (not
+/// records or bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelDrops {
-    /// A record did not fit in its ring (the loops are too slow): the rest of
-    /// that syscall's data is lost.
-    pub ring_full: u64,
-    /// The written bytes (or a `writev`'s iovec array) could not be read at
-    /// syscall exit, e.g. a page not resident: the rest of that syscall's
-    /// data is lost.
-    pub read_fault: u64,
-    /// The write could not be remembered between syscall entry and exit:
-    /// the whole syscall is lost.
-    pub pending_full: u64,
-    /// More than 64 KiB (or more than 8 iovecs) were written in one
-    /// syscall: the first 64 KiB were captured, the rest not.
-    pub truncated: u64,
-    /// No ring at `ino % loops` (a setup bug): the whole syscall is lost.
-    pub no_ring: u64,
+pub struct KernelDrops([u64; DropReason::ALL.len()]);
+
+impl KernelDrops {
+    /// Syscalls lost (wholly or in part) for `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize]
+    }
+
+    /// Syscalls whose data was lost, wholly or after the first byte, for
+    /// any reason but truncation (whose beginning was captured).
+    pub fn lost(&self) -> u64 {
+        DropReason::ALL
+            .iter()
+            .filter(|&&r| r != DropReason::Truncated)
+            .map(|&r| self.get(r))
+            .sum()
+    }
+
+    fn from_counts(counts: impl Fn(usize) -> u64) -> KernelDrops {
+        KernelDrops(std::array::from_fn(counts))
+    }
+}
+
+/// How the program and its rings are set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Rings, and loops that drain them (1..=256), normally one per CPU.
+    pub loops: usize,
+    /// Bytes of each ring: a power of two, at least a page.
+    pub ring_bytes: u32,
+}
+
+impl Options {
+    /// The default ring size: 8 MiB holds ~100 ms of the highest rate
+    /// measured on a 2-core VM (~350k lines/s of 100 B, ~170 B per record
+    /// with its headers, spread over the rings), see docs/benchmarks.md.
+    pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+
+    /// The reader is woken when this many bytes wait unread: an eighth of
+    /// the ring, at most 256 KiB (a few ms of data at full speed).
+    fn wakeup_bytes(&self) -> u32 {
+        (self.ring_bytes / 8).min(256 << 10)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.loops == 0 || self.loops > MAX_RINGS as usize {
+            return Err(format!("loops must be 1..={MAX_RINGS}, not {}", self.loops));
+        }
+        let page = page_size();
+        if !self.ring_bytes.is_power_of_two() || (self.ring_bytes as usize) < page {
+            return Err(format!(
+                "the ring size must be a power of two of at least {page} bytes, not {}",
+                self.ring_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
 /// One piece of captured output: the whole data of a syscall, or a piece of
@@ -181,6 +225,9 @@ pub struct KernelDrops {
 pub struct Record<'a> {
     /// When the syscall returned, ns since the Unix epoch.
     pub timestamp: i64,
+    /// The writer's cgroup at the time of the write (the inode number of
+    /// its cgroup directory, see [`cgroup::Hierarchy`]).
+    pub cgroup: u64,
     /// The inode written to.
     pub key: InodeKey,
     /// The cookie it was registered with, or 0 when unclaimed (not
@@ -206,10 +253,10 @@ pub struct Record<'a> {
 /// `tokio_uring::spawn` tasks; `record` and `tick` must not block (the ring
 /// fills up meanwhile).
 pub trait Handler: 'static {
-    /// One record; `r.data` points into the ring and is only valid during
-    /// the call.
-    fn record(&mut self, r: &Record<'_>);
-    /// Called after each drain round, and at least every 10 ms.
+    /// One record, drained at `now`; `r.data` points into the ring and is
+    /// only valid during the call.
+    fn record(&mut self, r: &Record<'_>, now: Instant);
+    /// Called after each drain round, and at least every 16 ms.
     fn tick(&mut self, now: Instant);
 }
 
@@ -224,7 +271,7 @@ pub fn inode_of(path: &Path) -> std::io::Result<InodeKey> {
 
 /// The loaded and attached capture programs and their maps.
 ///
-/// Dropping the `Capture` stops the loops (within 10 ms, after a last
+/// Dropping the `Capture` stops the loops (within 16 ms, after a last
 /// drain); the programs are detached when the last loop has ended (or at
 /// once, if none were started). Share it with `Arc<Capture>` if needed.
 pub struct Capture {
@@ -250,6 +297,9 @@ struct Maps {
     inodes: HashMap<MapData, InodeKey, u32>,
     ignored: HashMap<MapData, InodeKey, u8>,
     drops: PerCpuArray<MapData, u64>,
+    cgroup_drops: PerCpuHashMap<MapData, u64, CgroupDrops>,
+    cgroup_names: HashMap<MapData, u64, CgroupName>,
+    settings: Array<MapData, Settings>,
 }
 
 /// The programs, attached in this order: exits first, so that no `PENDING`
@@ -262,25 +312,23 @@ const PROGRAMS: [(&str, &str); 4] = [
 ];
 
 impl Capture {
-    /// Loads, verifies and attaches the programs, with `loops` rings (and
-    /// later loops), normally the number of available CPUs (1..=256).
-    pub fn load(loops: usize) -> Result<Capture, Error> {
+    /// Loads, verifies and attaches the programs, with `opts.loops` rings
+    /// (and later loops) of `opts.ring_bytes` each.
+    pub fn load(opts: Options) -> Result<Capture, Error> {
         let object = object().ok_or(Error::NotBuilt)?;
         check_support().map_err(Error::Unsupported)?;
-        if loops == 0 || loops > MAX_RINGS as usize {
-            return Err(Error::Failed(format!(
-                "loops must be 1..={MAX_RINGS}, not {loops}"
-            )));
-        }
+        opts.check().map_err(Error::Failed)?;
+        let loops = opts.loops;
         let started = Instant::now();
-        let cfg = config(loops as u32).map_err(Error::Unsupported)?;
+        let cfg = config(&opts).map_err(Error::Unsupported)?;
         raise_memlock_limit();
         let mut bpf = EbpfLoader::new()
             .override_global("CONFIG", &cfg, true)
             .map_max_entries("RINGS", loops as u32)
             .load(object)
             .map_err(|e| failed("loading the eBPF object", &e))?;
-        let rings = super::rings::create(&mut bpf, loops as u32).map_err(Error::Failed)?;
+        let rings =
+            super::rings::create(&mut bpf, loops as u32, opts.ring_bytes).map_err(Error::Failed)?;
         let mut verified = Vec::new();
         for (name, tracepoint) in PROGRAMS {
             let prog: &mut TracePoint = bpf
@@ -302,10 +350,14 @@ impl Capture {
             inodes: take_map(&mut bpf, "INODES")?,
             ignored: take_map(&mut bpf, "IGNORED")?,
             drops: take_map(&mut bpf, "DROPS")?,
+            cgroup_drops: take_map(&mut bpf, "CGROUP_DROPS")?,
+            cgroup_names: take_map(&mut bpf, "CGROUP_NAMES")?,
+            settings: take_map(&mut bpf, "SETTINGS")?,
         };
         tracing::info!(
-            "eBPF capture loaded in {:?}: {loops} rings; instructions verified: {}",
+            "eBPF capture loaded in {:?}: {loops} rings of {} KiB; instructions verified: {}",
             started.elapsed(),
+            opts.ring_bytes >> 10,
             verified.join(" ")
         );
         Ok(Capture {
@@ -359,24 +411,51 @@ impl Capture {
     /// What the kernel side could not deliver so far.
     pub fn kernel_drops(&self) -> KernelDrops {
         let maps = self.maps();
-        let sum = |idx: u32| match maps.drops.get(&idx, 0) {
+        KernelDrops::from_counts(|idx| match maps.drops.get(&(idx as u32), 0) {
             Ok(per_cpu) => per_cpu.iter().sum(),
             Err(e) => {
                 tracing::warn!("eBPF capture: cannot read drop counter {idx}: {e}");
                 0
             }
-        };
-        KernelDrops {
-            ring_full: sum(DROP_RING_FULL),
-            read_fault: sum(DROP_READ_FAULT),
-            pending_full: sum(DROP_PENDING_FULL),
-            truncated: sum(DROP_TRUNCATED),
-            no_ring: sum(DROP_NO_RING),
-        }
+        })
     }
 
-    /// Starts one OS thread per ring, each pinned to one of the CPUs this
-    /// process may use (thread i to the i-th) and running a `tokio-uring`
+    /// What the kernel side could not deliver so far, per cgroup id (see
+    /// [`Record::cgroup`]); only cgroups that lost something appear.
+    pub fn kernel_drops_by_cgroup(&self) -> Vec<(u64, KernelDrops)> {
+        let maps = self.maps();
+        maps.cgroup_drops
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(cgroup, per_cpu)| {
+                let sum = |idx: usize| per_cpu.iter().map(|d| d.counts[idx]).sum();
+                (cgroup, KernelDrops::from_counts(sum))
+            })
+            .collect()
+    }
+
+    /// The name of cgroup `id`'s directory, if the program noted it (for
+    /// cgroups that wrote unclaimed or lost writes).
+    pub fn cgroup_name(&self, id: u64) -> Option<String> {
+        let name = self.maps().cgroup_names.get(&id, 0).ok()?;
+        Some(String::from_utf8_lossy(name.as_bytes()).into_owned())
+    }
+
+    /// Tells the program whether registered streams belong to processes in
+    /// the host's pid namespace (`--pid host` containers): only then does
+    /// it look at host processes' writes.
+    pub fn set_host_streams(&self, any: bool) -> Result<(), Error> {
+        let settings = Settings {
+            host_streams: any as u32,
+            _pad: 0,
+        };
+        self.maps()
+            .settings
+            .set(0, settings, 0)
+            .map_err(|e| failed("updating SETTINGS", &e))
+    }
+
+    /// Starts one OS thread per ring, each running a `tokio-uring`
     /// runtime. Loop i drains ring i and hands each record to its own
     /// handler, made on the loop's thread (inside the runtime) by `make(i)`.
     /// The loops end after the `Capture` is dropped. Can be called once.
@@ -410,14 +489,19 @@ impl Drop for Capture {
     }
 }
 
-/// The program's `Config`: offsets from BTF and tracefs, and the ring count.
-fn config(nr_rings: u32) -> Result<Config, String> {
+/// The program's `Config`: offsets from BTF and tracefs, the cgroup
+/// hierarchy, and the rings.
+fn config(opts: &Options) -> Result<Config, String> {
     let mut cfg = Config {
-        nr_rings,
+        nr_rings: opts.loops as u32,
+        wakeup_bytes: opts.wakeup_bytes(),
         ..Config::ZERO
     };
     let kernel = btf::KernelBtf::load(Path::new(btf::VMLINUX_BTF))?;
     btf::kernel_offsets(&kernel, &mut cfg)?;
+    let hierarchy = cgroup::detect(Path::new("/sys/fs/cgroup"))?;
+    btf::cgroup_offsets(&kernel, &hierarchy, &mut cfg)?;
+    tracing::debug!("eBPF capture: writers' cgroups from {hierarchy:?}");
     tracefs::tracepoint_offsets(&tracefs::root()?, &mut cfg)?;
     tracing::debug!("eBPF capture config: {cfg:?}");
     Ok(cfg)
@@ -482,7 +566,11 @@ mod tests {
         );
         if object().is_none() {
             assert_eq!(check_support().unwrap_err(), NOT_BUILT);
-            assert_eq!(Capture::load(1).err(), Some(Error::NotBuilt));
+            let opts = Options {
+                loops: 1,
+                ring_bytes: Options::DEFAULT_RING_BYTES,
+            };
+            assert_eq!(Capture::load(opts).err(), Some(Error::NotBuilt));
         }
     }
 

@@ -1,0 +1,337 @@
+//! A ring loop's records made into lines, per stream.
+//!
+//! Each loop owns the streams whose records land in its ring (the kernel
+//! picks the ring from the inode, so a stream never splits between
+//! loops), with a line [`Assembler`] each, and parks the envelopes in the
+//! diode of its own shard.
+//!
+//! **Unclaimed writes.** A container writes before the collector could
+//! register it (Docker tells of a start only after the process runs). The
+//! kernel sends such writes with cookie 0 (fd 1 or 2 of a process in a
+//! child pid namespace, to a pipe or tty), stamped with the writer's
+//! cgroup, whose name carries the container id. The loop keeps them per
+//! inode, bounded in time and bytes, and then:
+//!
+//! - when the inode is registered, replays them first, in order;
+//! - when their container is registered but the inode is not, drops them
+//!   (a pipe inside the container) and has the kernel ignore the inode;
+//! - when their container turned out to be gone before it could be
+//!   registered, places them by fd (1 stdout, 2 stderr) under the
+//!   container's metadata;
+//! - when their container opted out, or the writer is in no container's
+//!   cgroup, drops them and has the kernel ignore the inode;
+//! - when none of this happened in time, drops them and counts them as
+//!   `unplaced`: never silently.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use spillway_collector_common::{MAX_CAPTURE, STDERR_FD};
+
+use super::kernel::{Capture, Handler, InodeKey, Record, cgroup};
+use super::registry::{EXITED_GRACE, Placement, Registry, StreamInfo};
+use crate::lines::{Assembler, PARTIAL_LINE_TIMEOUT};
+use crate::output::Output;
+
+/// How long unclaimed writes wait to be placed: longer than Docker takes to
+/// tell of a container, shorter than [`EXITED_GRACE`].
+const UNCLAIMED_TTL: Duration = Duration::from_secs(4);
+/// Most unclaimed bytes one loop keeps (oldest inodes are dropped first).
+const UNCLAIMED_MAX_BYTES: usize = 8 << 20;
+const _: () = assert!(UNCLAIMED_TTL.as_nanos() < EXITED_GRACE.as_nanos());
+
+/// One stream's state on its loop.
+struct StreamState {
+    info: Arc<StreamInfo>,
+    lines: Assembler,
+}
+
+/// One write seen before it could be placed.
+struct Write {
+    timestamp: i64,
+    data: Vec<u8>,
+    truncated: bool,
+    fd: u32,
+}
+
+/// Writes to one inode seen before it could be placed.
+struct Unclaimed {
+    /// The writer's container, from its cgroup's name; `None` while the
+    /// kernel could not name the cgroup.
+    container: Option<String>,
+    first_seen: Instant,
+    bytes: usize,
+    writes: Vec<Write>,
+}
+
+/// The per-ring loop's handler: records in, envelopes out (into the diode
+/// of each container's shard).
+pub struct LoopHandler {
+    /// This loop's shard: its output diode (a stream never leaves its ring).
+    shard: usize,
+    registry: Arc<Registry>,
+    capture: Arc<Capture>,
+    output: Output,
+    /// Unclaimed writes that could never be placed.
+    unplaced: Counter,
+    generation: u64,
+    streams: HashMap<u32, StreamState>,
+    unclaimed: HashMap<InodeKey, Unclaimed>,
+    unclaimed_bytes: usize,
+    /// Cgroup id → the container id in its name (`None`: not a container's
+    /// cgroup). Cgroup ids are inode numbers: never reused while the
+    /// cgroup exists, and rarely after.
+    cgroups: HashMap<u64, Option<String>>,
+}
+
+impl LoopHandler {
+    pub fn new(
+        shard: usize,
+        registry: Arc<Registry>,
+        capture: Arc<Capture>,
+        output: Output,
+        unplaced: Counter,
+    ) -> Self {
+        LoopHandler {
+            shard,
+            registry,
+            capture,
+            output,
+            unplaced,
+            generation: 0,
+            streams: HashMap::new(),
+            unclaimed: HashMap::new(),
+            unclaimed_bytes: 0,
+            cgroups: HashMap::new(),
+        }
+    }
+
+    /// Feeds one write into its stream's lines.
+    fn write(&mut self, cookie: u32, data: &[u8], timestamp: i64, truncated: bool, now: Instant) {
+        let state = match self.streams.entry(cookie) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => match self.registry.info(cookie) {
+                Some(info) => v.insert(StreamState {
+                    info,
+                    lines: Assembler::new(),
+                }),
+                // Unregistered meanwhile: its container is gone.
+                None => return,
+            },
+        };
+        let (output, shard, info) = (&self.output, self.shard, &state.info);
+        let send = |line| output.line(shard, &info.template, info.stream, line);
+        state.lines.push(data, timestamp, now, send);
+        if truncated {
+            // The rest of this write was not captured: end the line here
+            // rather than glue the next write onto it.
+            state
+                .lines
+                .flush(|line| output.line(shard, &info.template, info.stream, line));
+        }
+    }
+
+    /// Replays the unclaimed writes of `key`, now known as `cookie`.
+    fn claim(&mut self, key: &InodeKey, cookie: u32, now: Instant) {
+        if let Some(u) = self.unclaimed.remove(key) {
+            self.unclaimed_bytes -= u.bytes;
+            for w in u.writes {
+                self.write(cookie, &w.data, w.timestamp, w.truncated, now);
+            }
+        }
+    }
+
+    /// Places the unclaimed writes of `key` by their fds.
+    fn place_by_fd(&mut self, key: &InodeKey, stdout: u32, stderr: u32, now: Instant) {
+        if let Some(u) = self.unclaimed.remove(key) {
+            self.unclaimed_bytes -= u.bytes;
+            for w in u.writes {
+                let cookie = if w.fd == STDERR_FD { stderr } else { stdout };
+                self.write(cookie, &w.data, w.timestamp, w.truncated, now);
+            }
+        }
+    }
+
+    /// The container id named by cgroup `id`; `None` while unknown,
+    /// `Some(None)` for a cgroup that is no container's.
+    fn container_of_cgroup(&mut self, id: u64) -> Option<Option<String>> {
+        if let Some(known) = self.cgroups.get(&id) {
+            return Some(known.clone());
+        }
+        let name = self.capture.cgroup_name(id)?;
+        let container = cgroup::container_id(&name).map(str::to_owned);
+        self.cgroups.insert(id, container.clone());
+        Some(container)
+    }
+
+    fn unclaimed_record(&mut self, r: &Record<'_>, truncated: bool, now: Instant) {
+        let new = !self.unclaimed.contains_key(&r.key);
+        if new {
+            let container = match self.container_of_cgroup(r.cgroup) {
+                Some(Some(id)) => Some(id),
+                // A process in a pid namespace of its own, but in no
+                // container (a sandbox): not ours to ship.
+                Some(None) => return self.capture.ignore(r.key),
+                None => None,
+            };
+            self.unclaimed.insert(
+                r.key,
+                Unclaimed {
+                    container,
+                    first_seen: now,
+                    bytes: 0,
+                    writes: Vec::new(),
+                },
+            );
+        }
+        let u = self.unclaimed.get_mut(&r.key).unwrap();
+        u.bytes += r.data.len();
+        u.writes.push(Write {
+            timestamp: r.timestamp,
+            data: r.data.to_vec(),
+            truncated,
+            fd: r.fd,
+        });
+        self.unclaimed_bytes += r.data.len();
+        if new || u.container.is_some() {
+            // Its container may be known already (placed at once), or
+            // gone (an exited container's later writes).
+            self.settle(&r.key, now);
+        }
+        while self.unclaimed_bytes > UNCLAIMED_MAX_BYTES {
+            let Some(oldest) = self
+                .unclaimed
+                .iter()
+                .min_by_key(|(_, u)| u.first_seen)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            self.give_up(&oldest);
+        }
+    }
+
+    /// Places or drops the unclaimed writes of `key` if the registry now
+    /// says where they belong; `false` while they must wait.
+    fn settle(&mut self, key: &InodeKey, now: Instant) -> bool {
+        if let Some(cookie) = self.registry.cookie_of(key) {
+            self.claim(key, cookie, now);
+            return true;
+        }
+        let placement = match &self.unclaimed[key].container {
+            Some(id) => self.registry.placement(id),
+            None => Placement::Unknown,
+        };
+        match placement {
+            Placement::Unknown => false,
+            Placement::Exited { stdout, stderr } => {
+                self.place_by_fd(key, stdout, stderr, now);
+                // Exited: later writes of the same inode are placed the
+                // same way, through the next unclaimed record.
+                true
+            }
+            // A pipe inside a registered container, or an opted-out
+            // container's output: not ours to ship.
+            Placement::Registered | Placement::OptedOut => {
+                self.forget(key);
+                true
+            }
+        }
+    }
+
+    /// Drops the unclaimed writes of `key`, which are not a container's
+    /// output to ship, and has the kernel ignore the inode.
+    fn forget(&mut self, key: &InodeKey) {
+        if let Some(u) = self.unclaimed.remove(key) {
+            self.unclaimed_bytes -= u.bytes;
+            self.capture.ignore(*key);
+        }
+    }
+
+    /// Drops the unclaimed writes of `key` that could not be placed in
+    /// time (or room), and counts them.
+    fn give_up(&mut self, key: &InodeKey) {
+        if let Some(u) = self.unclaimed.get(key) {
+            self.unplaced.inc_by(u.writes.len() as u64);
+            tracing::debug!(
+                "dropping {} unclaimed writes to {key:?} (container {:?}): never placed",
+                u.writes.len(),
+                u.container
+            );
+        }
+        self.forget(key);
+    }
+
+    /// Follows registry changes: renamed containers, gone streams, and
+    /// unclaimed writes that can be placed now.
+    fn refresh(&mut self, now: Instant) {
+        let cookies: Vec<u32> = self.streams.keys().copied().collect();
+        for cookie in cookies {
+            match self.registry.info(cookie) {
+                Some(info) => self.streams.get_mut(&cookie).unwrap().info = info,
+                None => {
+                    let mut state = self.streams.remove(&cookie).unwrap();
+                    let (output, shard, info) = (&self.output, self.shard, &state.info);
+                    state
+                        .lines
+                        .flush(|line| output.line(shard, &info.template, info.stream, line));
+                }
+            }
+        }
+        let keys: Vec<InodeKey> = self.unclaimed.keys().copied().collect();
+        for key in keys {
+            self.settle(&key, now);
+        }
+    }
+}
+
+impl Handler for LoopHandler {
+    fn record(&mut self, r: &Record<'_>, now: Instant) {
+        let truncated =
+            r.total as usize > MAX_CAPTURE && (r.offset + r.len) as usize >= MAX_CAPTURE;
+        let cookie = match r.cookie {
+            0 => self.registry.cookie_of(&r.key),
+            c => Some(c),
+        };
+        match cookie {
+            Some(cookie) => {
+                if !self.unclaimed.is_empty() {
+                    self.claim(&r.key, cookie, now);
+                }
+                self.write(cookie, r.data, r.timestamp, truncated, now);
+            }
+            None => self.unclaimed_record(r, truncated, now),
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        for state in self.streams.values_mut() {
+            let (output, shard, info) = (&self.output, self.shard, &state.info);
+            state
+                .lines
+                .flush_if_older(PARTIAL_LINE_TIMEOUT, now, |line| {
+                    output.line(shard, &info.template, info.stream, line)
+                });
+        }
+        let generation = self.registry.generation();
+        if generation != self.generation {
+            self.generation = generation;
+            self.refresh(now);
+        }
+        if self.unclaimed.is_empty() {
+            return;
+        }
+        let expired: Vec<InodeKey> = self
+            .unclaimed
+            .iter()
+            .filter(|(_, u)| now.duration_since(u.first_seen) > UNCLAIMED_TTL)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in expired {
+            self.give_up(&key);
+        }
+    }
+}
