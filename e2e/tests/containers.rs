@@ -450,3 +450,78 @@ async fn fifty_containers_every_line_once_in_order(source: &str) {
         0
     );
 }
+
+for_both_sources!(short_lived_containers_every_line_with_its_tags);
+/// Containers that print a few lines and exit at once, started together:
+/// every line arrives once, with its own container's tags. The eBPF source
+/// places what such a container wrote by the cgroup it came from, even when
+/// the container is gone before the collector could look at its process,
+/// and even when it was removed at once (`--rm`: every other one, with the
+/// eBPF source only, since the Docker API cannot give a removed
+/// container's log).
+async fn short_lived_containers_every_line_with_its_tags(source: &str) {
+    let Some(_serial) = prepare(source).await else {
+        return;
+    };
+    const CONTAINERS: usize = 40;
+    const LINES: u64 = 10;
+    let p = Pipeline::start(source, &[]);
+    let sid = format!("brief-{}", std::process::id());
+    let label = format!("spillway.source_id={sid}");
+    let mut consumer = p.consumer(&sid).await;
+    let script = format!("i=0; while [ $i -lt {LINES} ]; do echo \"line $i\"; i=$((i+1)); done");
+    let containers: Vec<TestContainer> = (0..CONTAINERS)
+        .map(|i| {
+            let mut opts = vec!["--label", label.as_str()];
+            if source == "ebpf" && i % 2 == 1 {
+                opts.push("--rm");
+            }
+            TestContainer::create("brief", &opts, &script)
+        })
+        .collect();
+    let by_name: HashMap<String, String> = containers
+        .iter()
+        .map(|c| (c.name.clone(), c.id.clone()))
+        .collect();
+    // All at once, from several threads.
+    let starter = tokio::task::spawn_blocking(move || {
+        std::thread::scope(|s| {
+            for chunk in containers.chunks(CONTAINERS / 4) {
+                s.spawn(move || chunk.iter().for_each(TestContainer::start));
+            }
+        });
+        containers
+    });
+    let total = CONTAINERS as u64 * LINES;
+    let got = collect_until(&mut consumer, Duration::from_secs(30), |g| {
+        g.len() as u64 >= total
+    })
+    .await;
+    let _containers = starter.await.unwrap();
+    // A little longer: duplicates would come now.
+    let late = collect_until(&mut consumer, Duration::from_millis(500), |_| false).await;
+    let mut per_container: HashMap<String, Vec<u64>> = HashMap::new();
+    for e in got.iter().chain(&late) {
+        let name = &e.tags["container_name"];
+        assert_eq!(
+            by_name.get(name),
+            Some(&e.tags["container_id"]),
+            "a line of {name} with the right container id ({source})"
+        );
+        let n = text(e).strip_prefix("line ").unwrap().parse().unwrap();
+        per_container.entry(name.clone()).or_default().push(n);
+    }
+    let lines: usize = per_container.values().map(Vec::len).sum();
+    eprintln!(
+        "{source}: {lines} lines of {total} from {} of {CONTAINERS} containers",
+        per_container.len()
+    );
+    for name in by_name.keys() {
+        let seen = per_container.get(name).cloned().unwrap_or_default();
+        assert_eq!(
+            seen,
+            (0..LINES).collect::<Vec<_>>(),
+            "container {name}: {LINES} lines, each once and in order ({source})"
+        );
+    }
+}
