@@ -229,11 +229,11 @@ fn count_drop(reason: DropReason, cgroup: u64) {
         // SAFETY: a per-CPU value; programs don't migrate CPUs while running.
         unsafe { *counter += 1 };
     }
-    let per_cgroup = match CGROUP_DROPS.get_ptr_mut(&cgroup) {
+    let per_cgroup = match CGROUP_DROPS.get_ptr_mut(cgroup) {
         Some(p) => p,
         None => {
-            let _ = CGROUP_DROPS.insert(&cgroup, &CgroupDrops::default(), 0);
-            match CGROUP_DROPS.get_ptr_mut(&cgroup) {
+            let _ = CGROUP_DROPS.insert(cgroup, CgroupDrops::default(), 0);
+            match CGROUP_DROPS.get_ptr_mut(cgroup) {
                 Some(p) => p,
                 None => return,
             }
@@ -291,7 +291,7 @@ fn cgroup_of(task: *const u8) -> (u64, *const u8) {
 /// Stores the name of cgroup `id` in `CGROUP_NAMES` unless it is there.
 #[inline(always)]
 fn remember_cgroup_name(id: u64, kn: *const u8) {
-    if CGROUP_NAMES.get_ptr(&id).is_some() {
+    if CGROUP_NAMES.get_ptr(id).is_some() {
         return;
     }
     let Some(s) = SCRATCH.get_ptr_mut(0) else {
@@ -308,7 +308,7 @@ fn remember_cgroup_name(id: u64, kn: *const u8) {
             CGROUP_NAME_BYTES as u32,
             name as *const c_void,
         );
-        let _ = CGROUP_NAMES.insert(&id, &*dst, 0);
+        let _ = CGROUP_NAMES.insert(id, *dst, 0);
     }
 }
 

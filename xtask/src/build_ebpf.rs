@@ -42,24 +42,7 @@ pub fn build(args: &Args) -> anyhow::Result<()> {
     }
 
     let target_dir = root.join("target/ebpf-build");
-    let mut build = nightly("cargo");
-    build
-        .args(["build", "--release", "--target-dir"])
-        .arg(&target_dir)
-        .current_dir(root.join("collector-ebpf"));
-    // Settings meant for the host build must not leak into the BPF build.
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTC",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-    ] {
-        build.env_remove(var);
-    }
-    run(&mut build)?;
+    run(&mut ebpf_cargo(&["build", "--release"]))?;
 
     let built = target_dir.join(BUILT);
     let object = root.join(OBJECT);
@@ -70,6 +53,50 @@ pub fn build(args: &Args) -> anyhow::Result<()> {
     }
     eprintln!("now build the collector (cargo build -p spillway-collector): it embeds the program");
     Ok(())
+}
+
+/// `cargo <args>` for the eBPF crate: nightly, its own target directory,
+/// none of the settings meant for the host build.
+fn ebpf_cargo(args: &[&str]) -> Command {
+    let root = workspace_root();
+    let mut cargo = nightly("cargo");
+    cargo
+        .args(args)
+        .arg("--target-dir")
+        .arg(root.join("target/ebpf-build"))
+        .current_dir(root.join("collector-ebpf"));
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        cargo.env_remove(var);
+    }
+    cargo
+}
+
+/// `cargo fmt --check` and `cargo clippy -D warnings` on the eBPF crate,
+/// which is outside the workspace (installing nightly's clippy and rustfmt
+/// when missing).
+pub fn lint() -> anyhow::Result<()> {
+    ensure_toolchain()?;
+    run(Command::new("rustup").args([
+        "component",
+        "add",
+        "clippy",
+        "rustfmt",
+        "--toolchain",
+        TOOLCHAIN,
+    ]))?;
+    let root = workspace_root();
+    run(nightly("cargo")
+        .args(["fmt", "--check"])
+        .current_dir(root.join("collector-ebpf")))?;
+    run(ebpf_cargo(&["clippy", "--release"]).args(["--", "-D", "warnings"]))
 }
 
 /// A command run with the nightly toolchain, whatever PATH and

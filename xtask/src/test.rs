@@ -49,6 +49,8 @@ pub fn run_tests(args: &Args) -> anyhow::Result<()> {
             "-D",
             "warnings",
         ]))?;
+        // The eBPF program is outside the workspace: linted on its own.
+        build_ebpf::lint()?;
     }
     // The end-to-end tests start the binaries from the target directory.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
