@@ -154,7 +154,9 @@ pub async fn follow_containers(
                     set_host_streams(&capture, &watched);
                 }
                 let registered = if c.pid == 0 {
-                    Err("it exited before Docker could tell its pid".to_owned())
+                    Err(NotRegistered::Gone(
+                        "it exited before Docker could tell its pid".to_owned(),
+                    ))
                 } else {
                     register(&capture, &registry, &c, &output)
                 };
@@ -176,15 +178,18 @@ pub async fn follow_containers(
                             set_host_streams(&capture, &watched);
                         }
                     }
-                    Err(why) => {
-                        // Gone already (or going): what it wrote is in the
-                        // rings as unclaimed, from its cgroup.
+                    Err(NotRegistered::Gone(why)) => {
+                        // What it wrote is in the rings as unclaimed, from
+                        // its cgroup.
                         tracing::debug!(
                             "container {} ({}) is placed by its cgroup: {why}",
                             c.name,
                             &c.id[..12]
                         );
                         exited(&registry, &c, &output);
+                    }
+                    Err(NotRegistered::Failed(e)) => {
+                        tracing::warn!("cannot capture container {} ({}): {e}", c.name, &c.id[..12])
                     }
                 }
             }
@@ -242,17 +247,33 @@ fn exited(registry: &Arc<Registry>, c: &Container, output: &Output) {
     });
 }
 
+/// Why a container's streams were not registered.
+enum NotRegistered {
+    /// Its process is gone: place its writes by its cgroup.
+    Gone(String),
+    /// Its process runs, but its stdio could not be read or registered
+    /// (privileges): it is not captured.
+    Failed(String),
+}
+
 /// Registers the stdout and stderr inodes of `c`'s init process.
 fn register(
     capture: &Capture,
     registry: &Registry,
     c: &Container,
     output: &Output,
-) -> Result<Vec<(InodeKey, u32)>, String> {
+) -> Result<Vec<(InodeKey, u32)>, NotRegistered> {
     debug_assert!(c.pid != 0);
     let fd = |n: u32| {
         let path = format!("/proc/{}/fd/{n}", c.pid);
-        inode_of(std::path::Path::new(&path)).map_err(|e| format!("{path}: {e}"))
+        inode_of(std::path::Path::new(&path)).map_err(|e| {
+            let why = format!("{path}: {e}");
+            if e.kind() == std::io::ErrorKind::NotFound {
+                NotRegistered::Gone(why)
+            } else {
+                NotRegistered::Failed(why)
+            }
+        })
     };
     let (out, err) = (fd(1)?, fd(2)?);
     let mut streams = vec![(out, Stream::Stdout)];
@@ -268,7 +289,9 @@ fn register(
         registry.changed();
         if let Err(e) = capture.register(key, cookie) {
             unregister(capture, registry, &keys);
-            return Err(format!("registering {stream:?} in the kernel: {e}"));
+            return Err(NotRegistered::Failed(format!(
+                "registering {stream:?} in the kernel: {e}"
+            )));
         }
         keys.push((key, cookie));
     }
