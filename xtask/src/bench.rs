@@ -1,11 +1,14 @@
 //! `cargo xtask bench`: prepares the host like `cargo xtask test`, builds
 //! the binaries (release unless told otherwise) and the static emitter,
 //! runs the criterion micro-benchmarks and `spillway-bench run` (the
-//! end-to-end plan), and with `--report` writes `docs/benchmarks.md` and
-//! its charts.
+//! end-to-end plan: suites maxrate, shortlived, targets, sweep, overhead;
+//! arguments after `--` go to it, e.g. `-- --suites maxrate,shortlived`),
+//! and with `--report` writes `docs/benchmarks.md` and its charts, with the
+//! baseline in `docs/benchmarks/before/` as "before" columns.
 //!
 //! `--quick` is the harness's smoke test, run by `cargo xtask test`: a few
-//! short runs whose counts must add up, results in `target/bench/quick/`,
+//! short runs whose counts must add up (including one container at full
+//! speed and 20 short-lived containers), results in `target/bench/quick/`,
 //! and a report written next to them (never over `docs/`).
 
 use std::path::{Path, PathBuf};
@@ -31,7 +34,8 @@ pub struct Args {
     /// Cargo profile of the binaries measured.
     #[arg(long, default_value = "release")]
     pub profile: String,
-    /// More arguments for `spillway-bench run` (e.g. `--sizes 64 --containers 10`).
+    /// More arguments for `spillway-bench run` (e.g. `--suites maxrate,shortlived`,
+    /// `--sizes 64 --containers 10`, `--maxrate-lines 20000`).
     #[arg(last = true)]
     pub run_args: Vec<String>,
 }
@@ -80,6 +84,8 @@ pub fn run_bench(args: &Args) -> anyhow::Result<()> {
             .arg(root.join("target/criterion"))
             .arg("--notes")
             .arg(root.join("docs/benchmarks-findings.md"))
+            .arg("--before")
+            .arg(root.join("docs/benchmarks/before"))
             .arg("--md")
             .arg(md))?;
     }

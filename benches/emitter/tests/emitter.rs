@@ -79,3 +79,36 @@ fn bad_flags_exit_2_with_usage() {
         "{err}"
     );
 }
+
+#[test]
+fn names_its_lines_and_reports_its_writes() {
+    let report =
+        std::env::temp_dir().join(format!("spillway-emitter-report-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_spillway-emitter"))
+        .args([
+            "--count",
+            "100",
+            "--size",
+            "64",
+            "--src",
+            "7",
+            "--report-file",
+        ])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout.len(), 6400);
+    let first_line = out.stdout.split(|&b| b == b'\n').next().unwrap();
+    assert!(
+        String::from_utf8_lossy(first_line).contains(" src=7 "),
+        "{first_line:?}"
+    );
+    let lines = seqs_and_times(&out.stdout);
+    let text = std::fs::read_to_string(&report).unwrap();
+    std::fs::remove_file(&report).unwrap();
+    assert_eq!(
+        text,
+        format!("first={} last={} lines=100\n", lines[0].1, lines[99].1)
+    );
+}

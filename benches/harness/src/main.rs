@@ -4,11 +4,15 @@
 //! builds the binaries (release) and the static emitter, and prepares the
 //! host (dockerd, the busybox image, tracefs, the eBPF program).
 //!
-//! - `run`: the plan (a sweep of rates until loss, over line sizes and
-//!   container counts; the target points; the overhead on host
-//!   writes), written to `<out>/results.json`, `overhead.json`,
-//!   `machine.json` after every run. `--quick` is the CI smoke test: a few
-//!   short runs whose counts must add up (`--check`), never a speed.
+//! - `run`: the plan, suite by suite (`--suites`): `maxrate` (lines
+//!   written as fast as the app can, what each source costs the app and
+//!   how far behind it delivers), `shortlived` (many containers that print
+//!   a few lines and exit at once), `targets` (the target points),
+//!   `sweep` (rates climbed until loss, over line sizes and container
+//!   counts), `overhead` (the cost to host writes); written to
+//!   `<out>/results.json`, `overhead.json`, `machine.json` after every
+//!   run. `--quick` is the CI smoke test: a few short runs whose counts
+//!   must add up (`--check`), never a speed.
 //! - `report`: `docs/benchmarks.md` and its charts from those files.
 
 mod consumer;
@@ -29,7 +33,25 @@ use spillway_bench_report::results::{self, RunResult};
 use spillway_e2e::Certs;
 use spillway_e2e::docker::is_root;
 
-use crate::run::{Case, Outcome, Setup, Source};
+use crate::emitters::Start;
+use crate::run::{Case, MAXRATE, Outcome, SHORTLIVED, Setup, Source};
+
+/// The parts of the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Suite {
+    /// Lines written as fast as the app can (`--maxrate-*`).
+    Maxrate,
+    /// Containers that print a few lines and exit, started together
+    /// (`--shortlived-*`).
+    Shortlived,
+    /// The target points: 100 B lines from 10 containers at 10k
+    /// and 100k lines/s.
+    Targets,
+    /// Rates climbed until loss (`--sizes`, `--containers`, `--rates`).
+    Sweep,
+    /// The cost to a host process's pipe writes.
+    Overhead,
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "spillway-bench", about = "Spillway's end-to-end benchmarks")]
@@ -84,6 +106,11 @@ struct RunArgs {
     /// a new file (to resume or extend a plan).
     #[arg(long)]
     append: bool,
+    /// The suites to run, in this order: maxrate, shortlived, targets,
+    /// sweep, overhead (`--quick` runs its own small set, and the overhead
+    /// unless `--no-overhead`).
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["maxrate", "shortlived", "targets", "sweep", "overhead"])]
+    suites: Vec<Suite>,
     /// Skip the sweep.
     #[arg(long)]
     no_sweep: bool,
@@ -93,6 +120,67 @@ struct RunArgs {
     /// Skip the overhead measurement on host writes.
     #[arg(long)]
     no_overhead: bool,
+    /// Skip the max-rate suite.
+    #[arg(long)]
+    no_maxrate: bool,
+    /// Skip the short-lived containers.
+    #[arg(long)]
+    no_shortlived: bool,
+    /// Max rate: lines of one container; with N containers each writes
+    /// this / N.
+    #[arg(long, default_value_t = 300_000)]
+    maxrate_lines: u64,
+    /// Max rate: the container counts (shapes) to run.
+    #[arg(long, value_delimiter = ',', default_values = ["1", "10"])]
+    maxrate_containers: Vec<u32>,
+    /// Max rate: bytes per line, newline included.
+    #[arg(long, default_value_t = 100)]
+    maxrate_bytes: u32,
+    /// Short-lived: how many containers start together.
+    #[arg(long, default_value_t = 200)]
+    shortlived_containers: u32,
+    /// Short-lived: lines each prints before it exits.
+    #[arg(long, default_value_t = 10)]
+    shortlived_lines: u64,
+    /// Max rate and short-lived: after the emitters end, wait for the last
+    /// lines until none arrived for this many seconds…
+    #[arg(long, default_value_t = 5)]
+    lag_idle: u64,
+    /// …or this many seconds passed.
+    #[arg(long, default_value_t = 120)]
+    lag_limit: u64,
+    /// Overhead: 64 B pipe writes timed per repetition and side.
+    #[arg(long, default_value_t = 2_000_000)]
+    overhead_writes: u64,
+    /// Overhead: repetitions (without, eBPF, Docker API, each time).
+    #[arg(long, default_value_t = 5)]
+    overhead_reps: u32,
+}
+
+impl RunArgs {
+    /// The suites to run, the `--no-*` flags applied.
+    fn suites(&self) -> Vec<Suite> {
+        let skipped = [
+            (self.no_maxrate, Suite::Maxrate),
+            (self.no_shortlived, Suite::Shortlived),
+            (self.no_targets, Suite::Targets),
+            (self.no_sweep, Suite::Sweep),
+            (self.no_overhead, Suite::Overhead),
+        ];
+        let mut out: Vec<Suite> = Vec::new();
+        for suite in [
+            Suite::Maxrate,
+            Suite::Shortlived,
+            Suite::Targets,
+            Suite::Sweep,
+            Suite::Overhead,
+        ] {
+            if self.suites.contains(&suite) && !skipped.contains(&(true, suite)) {
+                out.push(suite);
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +194,10 @@ struct ReportArgs {
     /// Hand-written findings to include.
     #[arg(long)]
     notes: Option<PathBuf>,
+    /// Results measured before (results.json, overhead.json), shown next
+    /// to the new figures; absent: no "before" column.
+    #[arg(long, default_value = "docs/benchmarks/before")]
+    before: PathBuf,
     /// The markdown file to write; charts go to a folder of the same name.
     #[arg(long, default_value = "docs/benchmarks.md")]
     md: PathBuf,
@@ -153,13 +245,8 @@ impl Bench {
                     .filter(|s| *s != Source::None)
                     .collect();
                 for &offered in &args.rates {
-                    let case = |source| Case {
-                        suite: "sweep",
-                        source,
-                        containers,
-                        line_bytes,
-                        offered,
-                    };
+                    let case =
+                        |source| Case::paced("sweep", source, containers, line_bytes, offered);
                     if args.sources.contains(&Source::None) {
                         let alone = self.run(case(Source::None)).await?;
                         if alone.emitted_lps < 0.9 * alone.offered_lps {
@@ -197,37 +284,93 @@ fn targets(sources: &[Source]) -> Vec<Case> {
     let mut cases = Vec::new();
     for offered in [10_000, 100_000] {
         for &source in sources {
+            cases.push(Case::paced("target", source, 10, 100, offered));
+        }
+    }
+    cases
+}
+
+/// Lines written as fast as the app can: `lines` in all, from each
+/// container count of `containers` (each writing its share), every source
+/// side by side.
+fn maxrate(sources: &[Source], containers: &[u32], lines: u64, line_bytes: u32) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for &n in containers {
+        let n = n.max(1);
+        for &source in sources {
             cases.push(Case {
-                suite: "target",
+                suite: MAXRATE,
                 source,
-                containers: 10,
-                line_bytes: 100,
-                offered,
+                containers: n,
+                line_bytes,
+                offered: 0,
+                lines: Some((lines / u64::from(n)).max(1)),
+                start: Start::OnFile,
             });
         }
     }
     cases
 }
 
-/// The CI smoke test: small lines from 10 containers, big lines from one.
+/// `containers` containers created, then started together, each printing
+/// `lines` lines of 100 B at once and exiting.
+fn shortlived(sources: &[Source], containers: u32, lines: u64) -> Vec<Case> {
+    sources
+        .iter()
+        .map(|&source| Case {
+            suite: SHORTLIVED,
+            source,
+            containers: containers.max(1),
+            line_bytes: 100,
+            offered: 0,
+            lines: Some(lines.max(1)),
+            start: Start::Together,
+        })
+        .collect()
+}
+
+/// The CI smoke test: small lines from 10 containers, big lines from one,
+/// one container at full speed and 20 short-lived containers.
 fn quick(sources: &[Source]) -> Vec<Case> {
     let mut cases = Vec::new();
     for (containers, line_bytes, offered) in [(10, 64, 5_000), (1, 4096, 2_000)] {
         for &source in sources {
-            cases.push(Case {
-                suite: "quick",
-                source,
-                containers,
-                line_bytes,
-                offered,
-            });
+            cases.push(Case::paced(
+                "quick", source, containers, line_bytes, offered,
+            ));
         }
     }
+    cases.extend(maxrate(sources, &[1], 20_000, 100));
+    cases.extend(shortlived(sources, 20, 10));
     cases
 }
 
 fn summary(r: &RunResult) -> String {
     let opt = |v: Option<f64>, unit: &str| v.map_or("-".into(), |v| format!("{v:.1}{unit}"));
+    if r.suite == MAXRATE || r.suite == SHORTLIVED {
+        return format!(
+            "{:<6} {:<10} {:>3} × {:>6} lines × {} B  app wrote {}/s  delivered {}/{}  dup {}  wrong tags {}  lag {}  p50/p99 {}/{}  collector cpu {:.2}s  rss {}  drops {:?}  drain {}",
+            r.source,
+            r.suite,
+            r.containers,
+            r.sent / u64::from(r.containers.max(1)),
+            r.line_bytes,
+            r.app_lps.map_or("-".into(), |v| format!("{v:.0}")),
+            r.delivered,
+            r.sent,
+            r.dup,
+            r.wrong_tags.map_or("-".into(), |w| w.to_string()),
+            opt(r.lag_ms, " ms"),
+            opt(r.p50_ms, ""),
+            opt(r.p99_ms, " ms"),
+            r.cpu_s.get("collector").copied().unwrap_or(0.0),
+            r.rss_mb
+                .get("collector")
+                .map_or("-".into(), |m| format!("{m:.1} MiB")),
+            r.dropped,
+            r.drain_end.as_deref().unwrap_or("-"),
+        );
+    }
     format!(
         "{:<6} {:>3} × {:>4} B  offered {:>7.0}/s  emitted {:>7.0}/s  delivered {:>9}/s  loss {:>7}  dup {}  p50/p99/max {}/{}/{}  collector cpu {:.2}s  total cpu {:.2}s",
         r.source,
@@ -259,8 +402,8 @@ async fn run_bench(mut args: RunArgs) -> anyhow::Result<()> {
         }
         eprintln!("skipping the eBPF source: it needs root");
         args.sources.retain(|s| *s != Source::Ebpf);
-        args.no_overhead = true;
     }
+    let suites = args.suites();
     if let Some(why) = spillway_e2e::docker::unavailable(false) {
         bail!("cannot benchmark: {why}");
     }
@@ -278,6 +421,8 @@ async fn run_bench(mut args: RunArgs) -> anyhow::Result<()> {
             certs: Certs::new(),
             duration,
             idle,
+            lag_idle: Duration::from_secs(if args.quick { 3 } else { args.lag_idle }),
+            lag_limit: Duration::from_secs(if args.quick { 60 } else { args.lag_limit }),
         },
         out: args.out.clone(),
         check: args.check,
@@ -291,32 +436,67 @@ async fn run_bench(mut args: RunArgs) -> anyhow::Result<()> {
     if args.quick {
         bench.cases(quick(&args.sources)).await?;
     } else {
-        if !args.no_targets {
-            bench.cases(targets(&args.sources)).await?;
-        }
-        if !args.no_sweep {
-            bench.sweep(&args).await?;
+        for suite in &suites {
+            match suite {
+                Suite::Maxrate => {
+                    let cases = maxrate(
+                        &args.sources,
+                        &args.maxrate_containers,
+                        args.maxrate_lines,
+                        args.maxrate_bytes,
+                    );
+                    bench.cases(cases).await?;
+                }
+                Suite::Shortlived => {
+                    let cases = shortlived(
+                        &args.sources,
+                        args.shortlived_containers,
+                        args.shortlived_lines,
+                    );
+                    bench.cases(cases).await?;
+                }
+                Suite::Targets => bench.cases(targets(&args.sources)).await?,
+                Suite::Sweep => bench.sweep(&args).await?,
+                Suite::Overhead => {} // last, below
+            }
         }
     }
-    if !args.no_overhead {
+    // The collectors whose cost to host writes is measured.
+    let overhead_sources: Vec<Source> = args
+        .sources
+        .iter()
+        .copied()
+        .filter(|s| *s != Source::None)
+        .collect();
+    if suites.contains(&Suite::Overhead) && !overhead_sources.is_empty() {
         let how = if args.quick {
             overhead::Args {
                 writes: 200_000,
                 write_bytes: 64,
                 reps: 1,
+                sources: overhead_sources,
             }
         } else {
             overhead::Args {
-                writes: 2_000_000,
+                writes: args.overhead_writes.max(1),
                 write_bytes: 64,
-                reps: 5,
+                reps: args.overhead_reps.max(1),
+                sources: overhead_sources,
             }
         };
         let o = overhead::measure(&bench.setup.certs, &how).await?;
-        println!(
-            "overhead on host pipe writes of {} B: {:+.1}%",
-            o.write_bytes, o.overhead_pct
-        );
+        if !o.with_ns.is_empty() {
+            println!(
+                "overhead on host pipe writes of {} B with eBPF: {:+.1}%",
+                o.write_bytes, o.overhead_pct
+            );
+        }
+        if let Some(pct) = o.docker_overhead_pct {
+            println!(
+                "overhead on host pipe writes of {} B with the Docker API: {pct:+.1}%",
+                o.write_bytes
+            );
+        }
         results::write_json(&args.out.join("overhead.json"), &o)?;
     }
     println!(
@@ -346,12 +526,29 @@ fn report(args: &ReportArgs) -> anyhow::Result<()> {
         Some(path) if path.exists() => Some(std::fs::read_to_string(path)?),
         _ => None,
     };
+    let before_runs: Option<Vec<RunResult>> = {
+        let file = args.before.join("results.json");
+        file.exists()
+            .then(|| results::read_json(&file))
+            .transpose()?
+    };
+    let before_overhead = {
+        let file = args.before.join("overhead.json");
+        file.exists()
+            .then(|| results::read_json(&file))
+            .transpose()?
+    };
+    let before = before_runs.as_ref().map(|runs| report::Before {
+        runs,
+        overhead: before_overhead.as_ref(),
+    });
     let inputs = report::Inputs {
         runs: &runs,
         overhead: overhead.as_ref(),
         machine: &machine,
         criterion_dir: &args.criterion,
         notes: notes.as_deref(),
+        before,
     };
     let charts = args.md.with_extension("");
     report::write_report(&inputs, &args.md, &charts)?;

@@ -1,11 +1,13 @@
 //! The collector's cost to everything else on the host: a host process (not
-//! in a container) writing small messages to a pipe, timed with and without
-//! the collector's eBPF capture attached.
+//! in a container) writing small messages to a pipe, timed without a
+//! collector, with the collector's eBPF capture attached, and with the
+//! collector reading the Docker logs API.
 //!
 //! The tracepoints fire on every `write(2)` of the machine; for a write
 //! that is not a container's, the program looks the file's inode up and
-//! returns. That is what this measures. Runs alternate (without, with, …)
-//! so that drift of the machine hits both sides alike; the medians are
+//! returns. That is what this measures. (The Docker-API source hooks no
+//! write: it is the control.) Runs alternate (without, eBPF, Docker, …) so
+//! that drift of the machine hits every side alike; the medians are
 //! compared.
 
 use std::io::Read as _;
@@ -16,10 +18,14 @@ use anyhow::bail;
 use spillway_bench_report::results::Overhead;
 use spillway_e2e::{Certs, Collector, Router};
 
+use crate::run::Source;
+
 pub struct Args {
     pub writes: u64,
     pub write_bytes: u32,
     pub reps: u32,
+    /// The collector sources to measure (`ebpf`, `docker`).
+    pub sources: Vec<Source>,
 }
 
 pub async fn measure(certs: &Certs, args: &Args) -> anyhow::Result<Overhead> {
@@ -33,25 +39,38 @@ pub async fn measure(certs: &Certs, args: &Args) -> anyhow::Result<Overhead> {
     pipe_writes(args.writes / 4, args.write_bytes)?;
     for rep in 0..args.reps {
         let without = pipe_writes(args.writes, args.write_bytes)?;
-        let mut collector = Collector::start(certs, &[&router], &["--source", "ebpf"]);
-        // Loaded and attached (the collector logs when it is).
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        if !collector.proc.alive() {
-            bail!("the collector exited:\n{}", collector.proc.log());
-        }
-        let with = pipe_writes(args.writes, args.write_bytes)?;
-        collector.proc.kill();
-        eprintln!(
-            "  overhead rep {}: {:.1} ns/write without, {:.1} with",
-            rep + 1,
-            without,
-            with
-        );
         out.without_ns.push(without);
-        out.with_ns.push(with);
+        let mut line = format!("  overhead rep {}: {without:.1} ns/write without", rep + 1);
+        for &source in &args.sources {
+            if source == Source::None {
+                continue;
+            }
+            let mut collector = Collector::start(certs, &[&router], &["--source", source.name()]);
+            // Loaded and attached (the collector logs when it is).
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            if !collector.proc.alive() {
+                bail!("the collector exited:\n{}", collector.proc.log());
+            }
+            let with = pipe_writes(args.writes, args.write_bytes)?;
+            collector.proc.kill();
+            line.push_str(&format!(", {with:.1} with {}", source.name()));
+            match source {
+                Source::Ebpf => out.with_ns.push(with),
+                _ => out.with_docker_ns.push(with),
+            }
+        }
+        eprintln!("{line}");
     }
-    out.overhead_pct = 100.0 * (median(&out.with_ns) / median(&out.without_ns) - 1.0);
+    // 0 when eBPF was not measured (`with_ns` empty says so): JSON has no NaN.
+    out.overhead_pct = overhead_pct(&out.without_ns, &out.with_ns).unwrap_or(0.0);
+    out.docker_overhead_pct = overhead_pct(&out.without_ns, &out.with_docker_ns);
     Ok(out)
+}
+
+/// The slowdown of the median of `with` over that of `without`, %.
+fn overhead_pct(without: &[f64], with: &[f64]) -> Option<f64> {
+    let pct = 100.0 * (median(with) / median(without) - 1.0);
+    pct.is_finite().then_some(pct)
 }
 
 /// Nanoseconds per `write(2)` of `bytes` bytes to a pipe that a thread
@@ -109,6 +128,13 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn overhead_of_the_medians() {
+        assert_eq!(overhead_pct(&[100.0, 90.0, 110.0], &[150.0]), Some(50.0));
+        assert_eq!(overhead_pct(&[100.0], &[]), None);
+        assert_eq!(overhead_pct(&[], &[1.0]), None);
     }
 
     #[test]

@@ -746,6 +746,10 @@ pub fn target_latency(runs: &[RunResult]) -> TargetCheck {
 pub fn target_overhead(overhead: Option<&Overhead>) -> TargetCheck {
     let (verdict, measured) = match overhead {
         None => (Verdict::NotMeasured, "no overhead measurement".to_owned()),
+        Some(o) if o.with_ns.is_empty() => (
+            Verdict::NotMeasured,
+            "the eBPF source was not measured".to_owned(),
+        ),
         Some(o) if !o.overhead_pct.is_finite() => {
             (Verdict::NotMeasured, "no valid overhead figure".to_owned())
         }

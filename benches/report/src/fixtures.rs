@@ -57,6 +57,7 @@ pub fn run(
         emitted_lps: offered,
         duration_s: duration,
         dropped: BTreeMap::new(),
+        ..RunResult::default()
     }
 }
 
@@ -132,5 +133,117 @@ pub fn overhead() -> Overhead {
         without_ns: vec![500.0, 510.0, 505.0],
         with_ns: vec![506.0, 516.0, 511.0],
         overhead_pct: 1.2,
+        ..Overhead::default()
+    }
+}
+
+/// A scenario run (suite `maxrate` or `shortlived`) of `containers` ×
+/// `lines` lines of 100 B: `delivered` of them, the app writing at
+/// `app_lps`, with the given CPU seconds by process group.
+#[allow(clippy::too_many_arguments)]
+fn scenario(
+    suite: &str,
+    source: &str,
+    containers: u32,
+    lines: u64,
+    app_lps: f64,
+    delivered: u64,
+    wrong_tags: u64,
+    cpu: &[(&str, f64)],
+) -> RunResult {
+    let sent = lines * u64::from(containers);
+    let collector = source != "none";
+    let delivered = if collector { delivered } else { 0 };
+    let lost = if collector { sent - delivered } else { 0 };
+    let mut rss_mb = BTreeMap::new();
+    if collector {
+        rss_mb.insert("collector".to_owned(), 30.0);
+    }
+    RunResult {
+        source: source.to_owned(),
+        containers,
+        line_bytes: 100,
+        offered_lps: 0.0,
+        delivered_lps: collector.then(|| delivered as f64 / 2.0),
+        loss_pct: collector.then(|| 100.0 * lost as f64 / sent as f64),
+        p50_ms: collector.then_some(5.0),
+        p99_ms: collector.then_some(50.0),
+        max_ms: collector.then_some(90.0),
+        cpu_s: cpu.iter().map(|&(k, v)| (k.to_owned(), v)).collect(),
+        rss_mb,
+        suite: suite.to_owned(),
+        sent,
+        delivered,
+        lost,
+        emitted_lps: app_lps * 0.9,
+        duration_s: 4.0,
+        app_lps: Some(app_lps),
+        lag_ms: collector.then_some(if source == "docker" { 1800.0 } else { 50.0 }),
+        wrong_tags: collector.then_some(wrong_tags),
+        drain_end: collector.then(|| "all".to_owned()),
+        ..RunResult::default()
+    }
+}
+
+/// The scenario suites: `maxrate` 1 × 300,000 and 10 × 30,000 lines (none
+/// at 400k lines/s, Docker at 300k losing nothing 1.8 s behind, eBPF at
+/// 200k losing 10 % to full rings), `shortlived` 200 × 10 (Docker all
+/// 2000 lines, eBPF 13 of which 3 with wrong tags).
+pub fn scenario_runs() -> Vec<RunResult> {
+    let mut ebpf = scenario(
+        "maxrate",
+        "ebpf",
+        1,
+        300_000,
+        200e3,
+        270_000,
+        0,
+        &[("collector", 1.8), ("router", 0.4), ("emitters", 1.0)],
+    );
+    ebpf.dropped.insert("capture/ring_full".into(), 30_000);
+    vec![
+        scenario(
+            "maxrate",
+            "none",
+            1,
+            300_000,
+            400e3,
+            0,
+            0,
+            &[("dockerd", 1.0), ("emitters", 1.0)],
+        ),
+        scenario(
+            "maxrate",
+            "docker",
+            1,
+            300_000,
+            300e3,
+            300_000,
+            0,
+            &[("collector", 2.1), ("router", 0.5), ("dockerd", 2.0)],
+        ),
+        ebpf,
+        scenario(
+            "maxrate",
+            "ebpf",
+            10,
+            30_000,
+            150e3,
+            300_000,
+            0,
+            &[("collector", 2.25)],
+        ),
+        scenario("shortlived", "none", 200, 10, 1e3, 0, 0, &[]),
+        scenario("shortlived", "docker", 200, 10, 1e3, 2000, 0, &[]),
+        scenario("shortlived", "ebpf", 200, 10, 1e3, 13, 3, &[]),
+    ]
+}
+
+/// [`overhead`] with the Docker-API source too (+0.2 %).
+pub fn overhead_with_docker() -> Overhead {
+    Overhead {
+        with_docker_ns: vec![506.0, 511.0, 505.0],
+        docker_overhead_pct: Some(0.2),
+        ..overhead()
     }
 }

@@ -5,6 +5,8 @@
 //! - [`analysis`]: the numbers computed from them (highest rate held, CPU
 //!   per line, the targets);
 //! - [`micro`]: the criterion micro-benchmarks' results;
+//! - [`scenarios`]: the max-rate and short-lived suites, and the figures
+//!   from before the capture rework;
 //! - [`charts`]: the PNG charts;
 //! - [`report`]: the markdown report, [`write_report`].
 
@@ -14,6 +16,7 @@ pub mod format;
 pub mod micro;
 pub mod report;
 pub mod results;
+pub mod scenarios;
 
 #[cfg(test)]
 mod fixtures;

@@ -58,6 +58,28 @@ pub struct RunResult {
     /// Drops counted by Spillway itself during the run, by stage
     /// (`capture/<reason>`, `collector/<direction>`, `router/...`, `rlp/...`).
     pub dropped: BTreeMap<String, u64>,
+
+    // Added for the max-rate and short-lived suites (absent from older
+    // results files).
+    /// The write rate the emitters measured themselves: `sent` over the
+    /// time from the first write of any emitter to the last write of any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_lps: Option<f64>,
+    /// When the consumer got the last distinct line minus when the last
+    /// line was written, ms: how far behind the writes the pipeline
+    /// delivered. Negative when the last lines written were lost and the
+    /// last line delivered arrived before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<f64>,
+    /// Distinct delivered lines whose envelope did not name the container
+    /// that wrote them (`source_id`, tags `container_name`,
+    /// `container_id`): missing or wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrong_tags: Option<u64>,
+    /// How the wait for the last lines ended: `all` (every line arrived),
+    /// `idle` (nothing new for a while) or `limit` (the time bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_end: Option<String>,
 }
 
 impl RunResult {
@@ -85,11 +107,19 @@ impl RunResult {
 pub struct Overhead {
     pub write_bytes: u32,
     pub writes: u64,
-    /// Nanoseconds per write, one figure per repetition.
+    /// Nanoseconds per write, one figure per repetition: without a
+    /// collector, with the eBPF collector.
     pub without_ns: Vec<f64>,
     pub with_ns: Vec<f64>,
-    /// Slowdown of the median, %.
+    /// Slowdown of the median with the eBPF collector, %.
     pub overhead_pct: f64,
+    /// With the Docker-API collector (absent from older files, or when
+    /// not measured).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with_docker_ns: Vec<f64>,
+    /// Slowdown of the median with the Docker-API collector, %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_overhead_pct: Option<f64>,
 }
 
 /// What the report says about the machine (`target/bench/machine.json`).
