@@ -3,21 +3,26 @@
 //! Envelopes of one container always go to the same diode (its *shard*),
 //! and the shipper sends each diode's envelopes in order over one link at a
 //! time, so a container's lines reach consumers in the order written.
+//!
+//! The diodes hold envelopes already encoded (protobuf bytes, one
+//! allocation per line: [`EnvelopeTemplate::encode`]); a prost `Envelope`
+//! is built for a line only when a route or a `/logs` client listens.
 
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use spillway_plumbing::diode::Diode;
 use spillway_plumbing::fnv;
 use spillway_plumbing::metrics::{Direction, SelfMetrics};
-use spillway_proto::v2::Envelope;
 use spillway_routes::{Event, Hub};
 
 use crate::container::{Container, EnvelopeTemplate, Stream};
 use crate::lines::Line;
 
 /// One diode per shard, each drained by its own ordered lane
-/// ([`crate::shipper`]).
-pub type Shards = Arc<[Arc<Diode<Envelope>>]>;
+/// ([`crate::shipper`]). Each entry is one `Envelope`'s protobuf bytes.
+pub type Shards = Arc<[Arc<Diode<Bytes>>]>;
 
 /// `count` shard diodes of `capacity` envelopes each.
 pub fn shards(count: usize, capacity: usize) -> Shards {
@@ -61,23 +66,82 @@ impl Output {
         (fnv::hash(container_id.as_bytes(), fnv::OFFSET) % self.shards() as u64) as usize
     }
 
-    /// Sends one line of a container: to the routes that want it, and into
-    /// `shard`'s diode.
+    /// Sends one line of a container: encoded into `shard`'s diode, and to
+    /// the routes and `/logs` clients, if any listen (only then is an
+    /// `Envelope` built for it).
     pub fn line(&self, shard: usize, template: &EnvelopeTemplate, stream: Stream, line: Line) {
-        let e = template.envelope(stream, line);
+        let encoded = template.encode(stream, &line);
         self.routes.publish(|| Event {
-            envelope: e.clone(),
+            envelope: template.envelope(stream, line),
             container: Some(template.info.clone()),
         });
-        self.send(shard, e);
+        self.send(shard, encoded);
     }
 
-    /// Parks `e` in `shard`'s diode; a full diode drops its oldest envelope
-    /// and counts it.
-    pub fn send(&self, shard: usize, e: Envelope) {
+    /// Parks an encoded envelope in `shard`'s diode; a full diode drops its
+    /// oldest envelope and counts it.
+    pub fn send(&self, shard: usize, e: Bytes) {
         self.metrics.ingress.inc();
         if self.diodes[shard % self.shards()].push(e) {
             self.metrics.dropped(Direction::Ingress, 1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+    use prost::Message as _;
+    use spillway_proto::v2::Envelope;
+    use spillway_routes::filter::Matcher;
+    use spillway_routes::hub::Tap;
+
+    fn container() -> Container {
+        Container {
+            id: "c".repeat(64),
+            name: "web-1".into(),
+            image: "busybox".into(),
+            ..Default::default()
+        }
+    }
+
+    fn line(payload: &'static [u8], partial: bool) -> Line {
+        Line {
+            payload: Bytes::from_static(payload),
+            timestamp: 7,
+            partial,
+        }
+    }
+
+    #[test]
+    fn lines_go_encoded_to_their_shard_and_as_envelopes_to_listening_routes() {
+        let shards = shards(2, 10);
+        let metrics = Arc::new(SelfMetrics::new("collector"));
+        let hub = Hub::new();
+        let out = Output::new(shards.clone(), "h", metrics, hub.clone());
+        let t = out.template(&container());
+
+        // Nobody listens: only the diode gets the line.
+        out.line(1, &t, Stream::Stdout, line(b"one", false));
+        let tap = Tap::new(Matcher::default(), false, 10, Counter::default());
+        hub.attach(tap.clone());
+        out.line(1, &t, Stream::Stderr, line(b"two", true));
+
+        assert!(shards[0].pop().is_none());
+        let decoded: Vec<Envelope> = std::iter::from_fn(|| shards[1].pop())
+            .map(|b| Envelope::decode(b).unwrap())
+            .collect();
+        assert_eq!(
+            decoded,
+            [
+                t.envelope(Stream::Stdout, line(b"one", false)),
+                t.envelope(Stream::Stderr, line(b"two", true)),
+            ]
+        );
+        let event = tap.pop().expect("the route got the second line");
+        assert_eq!(event.envelope, decoded[1]);
+        assert_eq!(event.container.as_deref(), Some(&*t.info));
+        assert!(tap.pop().is_none(), "and only that one");
     }
 }

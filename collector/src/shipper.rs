@@ -18,6 +18,12 @@
 //!
 //! When every router is down, lanes wait, the diodes fill, and they drop
 //! their oldest envelopes and count them: producers are never slowed.
+//!
+//! Lanes write each batch as the bytes of an `EnvelopeBatch`
+//! ([`batch::encode_batches`]): the shard diodes hold envelopes already
+//! encoded (so a container line is never sized nor encoded again here), and
+//! the app lane encodes its prost envelopes as it writes them. Links send
+//! these bytes unchanged ([`spillway_proto::preencoded::batch_sender`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +37,8 @@ use crate::output::Shards;
 use spillway_plumbing::grpc::HostPort;
 use spillway_plumbing::logging::{RateLimited, error_chain};
 use spillway_plumbing::metrics::{Direction, SelfMetrics};
-use spillway_proto::v2::{Envelope, EnvelopeBatch, ingress_client::IngressClient};
+use spillway_proto::preencoded::{self, EncodedBatch};
+use spillway_proto::v2::Envelope;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
@@ -39,7 +46,7 @@ use tonic::transport::Endpoint;
 /// A lane's handle on one link.
 struct Link {
     peer: HostPort,
-    inbox: mpsc::Sender<EnvelopeBatch>,
+    inbox: mpsc::Sender<EncodedBatch>,
     up: AtomicBool,
 }
 
@@ -136,35 +143,34 @@ struct Lane {
 impl Lane {
     /// Batches `source` forever. With `sticky = Some(i)` it keeps to one link
     /// (starting at link `i`); with `None` it deals batches round-robin.
-    async fn run(self, source: impl batch::Source<Envelope>, sticky: Option<usize>) {
+    async fn run<T: batch::EncodeEntry>(
+        self,
+        source: impl batch::Source<T>,
+        sticky: Option<usize>,
+    ) {
         let max_bytes = self.max_message_bytes.min(batch::MAX_BATCH_BYTES);
         let mut current = None;
         let mut next = sticky.unwrap_or(0);
         loop {
-            let mut envelopes = batch::next_batch(&source, self.policy).await;
-            let before = envelopes.len();
-            envelopes.retain(|e| batch::entry_len(e) <= self.max_message_bytes);
-            self.metrics
-                .dropped(Direction::Egress, (before - envelopes.len()) as u64);
+            let items = batch::next_batch(&source, self.policy).await;
             if self.links.links.is_empty() {
                 // No router configured: what was taken is lost, and counted.
-                self.metrics
-                    .dropped(Direction::Egress, envelopes.len() as u64);
+                self.metrics.dropped(Direction::Egress, items.len() as u64);
                 continue;
             }
-            for chunk in batch::chunk_by_bytes(envelopes, max_bytes, batch::entry_len) {
+            let (batches, too_large) =
+                batch::encode_batches(&items, self.max_message_bytes, max_bytes);
+            drop(items);
+            self.metrics.dropped(Direction::Egress, too_large);
+            for b in batches {
                 let i = self.links.pick(current, next).await;
                 if sticky.is_some() {
                     current = Some(i);
                 } else {
                     next = i + 1;
                 }
-                let n = chunk.len() as u64;
-                let sent = self.links.links[i]
-                    .inbox
-                    .send(EnvelopeBatch { batch: chunk })
-                    .await;
-                if sent.is_err() {
+                let n = b.envelopes as u64;
+                if self.links.links[i].inbox.send(b).await.is_err() {
                     self.metrics.dropped(Direction::Egress, n);
                 }
             }
@@ -178,7 +184,7 @@ async fn run_link(
     links: Arc<Links>,
     me: usize,
     endpoint: Endpoint,
-    mut inbox: mpsc::Receiver<EnvelopeBatch>,
+    mut inbox: mpsc::Receiver<EncodedBatch>,
     metrics: Arc<SelfMetrics>,
 ) {
     let link = &links.links[me];
@@ -196,14 +202,13 @@ async fn run_link(
             }
         };
         tracing::info!("connected to router {peer}");
-        let (stream_tx, stream_rx) = mpsc::channel::<EnvelopeBatch>(1);
-        let mut client = IngressClient::new(channel).max_encoding_message_size(usize::MAX);
-        let call = client.batch_sender(ReceiverStream::new(stream_rx));
+        let (stream_tx, stream_rx) = mpsc::channel::<bytes::Bytes>(1);
+        let call = preencoded::batch_sender(channel, usize::MAX, ReceiverStream::new(stream_rx));
         tokio::pin!(call);
         // Batches handed over while the link was down are stale now:
         // sending them would put them behind newer ones on another link.
         while let Ok(b) = inbox.try_recv() {
-            metrics.dropped(Direction::Egress, b.batch.len() as u64);
+            metrics.dropped(Direction::Egress, b.envelopes as u64);
         }
         link.up.store(true, Ordering::Release);
         links.changed.notify_waiters();
@@ -220,8 +225,8 @@ async fn run_link(
                 },
                 r = &mut call => break Some(r),
             };
-            let n = next.batch.len() as u64;
-            permit.send(next);
+            let n = next.envelopes as u64;
+            permit.send(next.bytes);
             metrics.egress.inc_by(n);
             if !healthy {
                 healthy = true;
@@ -233,7 +238,7 @@ async fn run_link(
         // here until the router is back, then arrive out of order: it is
         // dropped and counted instead, like those lost in flight.
         while let Ok(b) = inbox.try_recv() {
-            metrics.dropped(Direction::Egress, b.batch.len() as u64);
+            metrics.dropped(Direction::Egress, b.envelopes as u64);
         }
         match ended {
             Some(Err(status)) => {

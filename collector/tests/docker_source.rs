@@ -115,7 +115,7 @@ impl Harness {
         for diode in self.diodes.iter() {
             // A container's lines are all in one shard, in order.
             while let Some(e) = diode.pop() {
-                got.push(e);
+                got.push(prost::Message::decode(e).expect("an encoded envelope"));
             }
         }
         got.iter()

@@ -5,6 +5,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+use spillway_proto::preencoded::{self, EncodedBatch};
+use spillway_proto::v2::Envelope;
+
 use crate::diode::{Diode, PerCore};
 
 /// Something a batcher can drain.
@@ -94,10 +98,103 @@ impl BatchArgs {
 
 /// Bytes `e` takes inside an `EnvelopeBatch`: the envelope, its field tag
 /// and its length prefix (for cutting batches at a message size limit).
-pub fn entry_len(e: &spillway_proto::v2::Envelope) -> usize {
+pub fn entry_len(e: &Envelope) -> usize {
     use prost::Message as _;
     let len = e.encoded_len();
     1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// An envelope a lane can write into an `EnvelopeBatch`: one already
+/// encoded (the collector's container lines, [`Bytes`]) or a prost
+/// [`Envelope`] (encoded as it is written).
+pub trait EncodeEntry {
+    /// Bytes of the envelope alone (without its batch framing).
+    fn envelope_len(&self) -> usize;
+    /// Appends the envelope's `len` bytes (`len` from
+    /// [`EncodeEntry::envelope_len`]).
+    fn write_envelope(&self, len: usize, buf: &mut BytesMut);
+}
+
+impl EncodeEntry for Bytes {
+    fn envelope_len(&self) -> usize {
+        self.len()
+    }
+
+    fn write_envelope(&self, _len: usize, buf: &mut BytesMut) {
+        buf.extend_from_slice(self);
+    }
+}
+
+impl EncodeEntry for Envelope {
+    fn envelope_len(&self) -> usize {
+        prost::Message::encoded_len(self)
+    }
+
+    fn write_envelope(&self, _len: usize, buf: &mut BytesMut) {
+        // `encode_raw`, not `encode`: the length is known, and `encode`
+        // would size the envelope once more to check the room.
+        prost::Message::encode_raw(self, buf);
+    }
+}
+
+/// Writes `items` as `EnvelopeBatch`es (each entry `0x0a varint(len)
+/// envelope`, see [`spillway_proto::preencoded`]) of at most `max_bytes`
+/// each (an entry larger than that travels alone), in order. Items whose
+/// entry is larger than `max_entry_bytes` are left out; the second value
+/// counts them. Each envelope is sized once, and each batch is one
+/// allocation of exactly its size.
+pub fn encode_batches<T: EncodeEntry>(
+    items: &[T],
+    max_entry_bytes: usize,
+    max_bytes: usize,
+) -> (Vec<EncodedBatch>, u64) {
+    let mut dropped = 0;
+    // The length of each envelope that fits a message, `None` for the others.
+    let lens: Vec<Option<usize>> = items
+        .iter()
+        .map(|item| {
+            let n = item.envelope_len();
+            if preencoded::batch_entry_len(n) <= max_entry_bytes {
+                Some(n)
+            } else {
+                dropped += 1;
+                None
+            }
+        })
+        .collect();
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < items.len() {
+        let (mut end, mut bytes, mut envelopes) = (start, 0, 0);
+        while end < items.len() {
+            if let Some(n) = lens[end] {
+                let entry = preencoded::batch_entry_len(n);
+                if envelopes > 0 && bytes + entry > max_bytes {
+                    break;
+                }
+                bytes += entry;
+                envelopes += 1;
+            }
+            end += 1;
+        }
+        if envelopes == 0 {
+            break;
+        }
+        let mut buf = BytesMut::with_capacity(bytes);
+        for (item, n) in items[start..end].iter().zip(&lens[start..end]) {
+            if let Some(n) = *n {
+                preencoded::put_len_delimited_header(&mut buf, preencoded::field::BATCH_ENTRY, n);
+                item.write_envelope(n, &mut buf);
+            }
+        }
+        debug_assert_eq!(buf.len(), bytes, "batch sized exactly");
+        batches.push(EncodedBatch {
+            bytes: buf.freeze(),
+            envelopes,
+        });
+        start = end;
+    }
+    (batches, dropped)
 }
 
 /// Waits for the next batch from `source`: at least one item, at most
@@ -209,5 +306,73 @@ mod chunk_tests {
         let chunks = super::chunk_by_bytes(vec![4, 4, 4, 9, 1, 1], 8, |n| *n);
         assert_eq!(chunks, vec![vec![4, 4], vec![4], vec![9], vec![1, 1]]);
         assert!(super::chunk_by_bytes(Vec::<usize>::new(), 8, |n| *n).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod encode_tests {
+    use super::*;
+    use prost::Message as _;
+    use spillway_proto::v2::{EnvelopeBatch, log::Type};
+
+    fn log(n: usize) -> Envelope {
+        Envelope::log(n as i64 + 1, "s", "0", vec![b'x'; n], Type::Err)
+    }
+
+    #[test]
+    fn batches_are_cut_at_the_byte_limit_and_decode_in_order() {
+        let envelopes: Vec<Envelope> = [10, 10, 10, 300, 10, 20_000, 10].map(log).to_vec();
+        let lens: Vec<usize> = envelopes.iter().map(entry_len).collect();
+        // Room for three small entries; the 300-byte one goes alone, the
+        // 20 KB one is too large for a message.
+        let max_bytes = lens[0] * 3;
+        let max_entry = lens[3];
+        for (name, (batches, dropped)) in [
+            ("prost", encode_batches(&envelopes, max_entry, max_bytes)),
+            (
+                "bytes",
+                encode_batches(
+                    &envelopes
+                        .iter()
+                        .map(|e| Bytes::from(e.encode_to_vec()))
+                        .collect::<Vec<_>>(),
+                    max_entry,
+                    max_bytes,
+                ),
+            ),
+        ] {
+            assert_eq!(dropped, 1, "{name}");
+            let decoded: Vec<Vec<Envelope>> = batches
+                .iter()
+                .map(|b| {
+                    let d = EnvelopeBatch::decode(b.bytes.clone()).unwrap().batch;
+                    assert_eq!(d.len(), b.envelopes);
+                    assert!(b.bytes.len() <= max_bytes || b.envelopes == 1);
+                    d
+                })
+                .collect();
+            let e = |i: usize| envelopes[i].clone();
+            assert_eq!(
+                decoded,
+                vec![vec![e(0), e(1), e(2)], vec![e(3)], vec![e(4), e(6)]],
+                "{name}"
+            );
+            // The bytes are what prost writes for the same batch.
+            assert_eq!(
+                batches[0].bytes,
+                EnvelopeBatch {
+                    batch: vec![e(0), e(1), e(2)]
+                }
+                .encode_to_vec()
+            );
+        }
+        assert_eq!(
+            encode_batches(&[log(20_000)], max_entry, max_bytes),
+            (vec![], 1)
+        );
+        assert_eq!(
+            encode_batches::<Bytes>(&[], max_entry, max_bytes),
+            (vec![], 0)
+        );
     }
 }

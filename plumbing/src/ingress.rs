@@ -84,3 +84,62 @@ impl<S: Sink> Ingress for IngressService<S> {
         Ok(Response::new(SendResponse {}))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use spillway_proto::preencoded;
+    use spillway_proto::v2::log::Type;
+
+    use super::*;
+    use crate::batch::encode_batches;
+
+    /// Batches written as bytes by `encode_batches` and sent unchanged by
+    /// `preencoded::batch_sender` arrive whole, in order, at this service.
+    #[tokio::test]
+    async fn pre_encoded_batches_reach_the_service() {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = {
+            let got = got.clone();
+            Arc::new(move |batch: Vec<Envelope>| got.lock().unwrap().push(batch))
+        };
+        let metrics = Arc::new(SelfMetrics::new("test"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(IngressService::server(sink, metrics, 1 << 20))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+
+        let envelopes: Vec<Envelope> = (0..5)
+            .map(|i| Envelope::log(i + 1, "app", "0", vec![b'x'; 100 * i as usize], Type::Out))
+            .collect();
+        let encoded: Vec<Bytes> = envelopes
+            .iter()
+            .map(|e| Bytes::from(prost::Message::encode_to_vec(e)))
+            .collect();
+        // Two batches of bytes from pre-encoded envelopes, one from prost's.
+        let (mut batches, _) = encode_batches(&encoded[..3], usize::MAX, usize::MAX);
+        batches.extend(encode_batches(&envelopes[3..], usize::MAX, usize::MAX).0);
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        preencoded::batch_sender(
+            channel,
+            usize::MAX,
+            futures::stream::iter(batches.into_iter().map(|b| b.bytes)),
+        )
+        .await
+        .expect("the stream ends well");
+        assert_eq!(
+            *got.lock().unwrap(),
+            vec![envelopes[..3].to_vec(), envelopes[3..].to_vec()]
+        );
+        server.abort();
+    }
+}

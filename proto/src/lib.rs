@@ -18,3 +18,4 @@ pub mod v2 {
 
 mod envelope;
 pub use envelope::{Kind, now_nanos};
+pub mod preencoded;

@@ -2,8 +2,11 @@
 //!
 //! Between each diode and the next hop, a lane takes the envelopes out with
 //! `next_batch` (up to `--batch-size` 256, default flags) and cuts them
-//! with `chunk_by_bytes` so that no gRPC message exceeds its limit, sizing
-//! every envelope with prost's `encoded_len`. Under load the diode is full
+//! so that no gRPC message exceeds its limit: the collector's lanes write
+//! them as `EnvelopeBatch` bytes with `encode_batches` (container lines are
+//! already bytes; app envelopes are sized once with prost's `encoded_len`
+//! and encoded as they are written), the router's egress cuts prost
+//! envelopes with `chunk_by_bytes`. Under load the diode is full
 //! and batches are full at once, so this is the whole per-envelope cost of
 //! batching in the collector's shipper and in the router's egress. Each
 //! iteration drains a diode holding 40 full batches (10,240 envelopes, just
@@ -11,10 +14,11 @@
 //! its linger) through the code path of:
 //!
 //! - `collector_shard_lane`: an ordered lane of the collector's shipper
-//!   (`Diode<Envelope>`; drop what cannot fit a message, then cut by the
-//!   bytes each envelope takes in an `EnvelopeBatch`).
-//! - `collector_app_lane`: the same over the `PerCore` diodes of the v2
-//!   Ingress API (the envelopes spread over the CPUs' diodes).
+//!   (`Diode<Bytes>` of encoded envelopes; drop what cannot fit a message,
+//!   then write the `EnvelopeBatch` bytes, cut at the byte limit).
+//! - `collector_app_lane`: the same over the `PerCore<Envelope>` diodes of
+//!   the v2 Ingress API (the envelopes spread over the CPUs' diodes), which
+//!   encodes each prost envelope into the batch bytes.
 //! - `router_egress`: a router subscription served by `serve_diode`
 //!   (`Diode<Arc<Envelope>>`, unwrapped to envelopes, cut by
 //!   `encoded_len + 4`).
@@ -32,8 +36,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use spillway_plumbing::batch::{self, BatchArgs, BatchPolicy, Source};
+use spillway_plumbing::batch::{self, BatchArgs, BatchPolicy, EncodeEntry, Source};
 use spillway_plumbing::diode::{Diode, PerCore};
 use spillway_plumbing::grpc::DEFAULT_MAX_MESSAGE_BYTES;
 use spillway_proto::v2::Envelope;
@@ -62,23 +67,24 @@ fn ready_now<F: Future>(f: F) -> F::Output {
 }
 
 /// What a collector lane does with `items` envelopes of `source`: the
-/// messages it would send.
-fn collector_lane(source: &impl Source<Envelope>, items: usize) -> Vec<Vec<Envelope>> {
+/// messages it would send (kept from the optimiser), and the envelopes it
+/// took (to refill the source).
+fn collector_lane<T: EncodeEntry>(source: &impl Source<T>, items: usize) -> Vec<Vec<T>> {
     let (policy, max_message_bytes) = (policy(), DEFAULT_MAX_MESSAGE_BYTES);
     let max_bytes = max_message_bytes.min(batch::MAX_BATCH_BYTES);
-    let mut messages = Vec::new();
+    let mut taken_all = Vec::new();
     let mut taken = 0;
     while taken < items {
-        let mut envelopes = ready_now(batch::next_batch(source, policy));
+        let envelopes = ready_now(batch::next_batch(source, policy));
         taken += envelopes.len();
-        envelopes.retain(|e| batch::entry_len(e) <= max_message_bytes);
-        messages.extend(batch::chunk_by_bytes(
-            envelopes,
+        black_box(batch::encode_batches(
+            &envelopes,
+            max_message_bytes,
             max_bytes,
-            batch::entry_len,
         ));
+        taken_all.push(envelopes);
     }
-    messages
+    taken_all
 }
 
 /// What the router's egress does with `items` envelopes of a subscription.
@@ -113,17 +119,21 @@ fn timed<O>(iters: u64, mut drain: impl FnMut() -> O, mut refill: impl FnMut(O))
     total
 }
 
+/// Puts back into `diode` what a drain took; it holds `items` again.
+fn refill<T>(diode: &Diode<T>, messages: Vec<Vec<T>>, items: usize) {
+    for e in messages.into_iter().flatten() {
+        diode.push(e);
+    }
+    assert_eq!(diode.len(), items, "every envelope came back");
+}
+
 fn batching(c: &mut Criterion) {
     let items = BATCHES * policy().max_items;
     let envelopes: Vec<Envelope> = (0..items)
         .map(|i| common::container_log("shop-web", i))
         .collect();
-    let refill_diode = |diode: &Diode<Envelope>, messages: Vec<Vec<Envelope>>| {
-        for e in messages.into_iter().flatten() {
-            diode.push(e);
-        }
-        assert_eq!(diode.len(), items, "every envelope came back");
-    };
+    let refill_diode =
+        |diode: &Diode<Envelope>, messages: Vec<Vec<Envelope>>| refill(diode, messages, items);
 
     let mut group = c.benchmark_group("batching");
     group
@@ -131,17 +141,29 @@ fn batching(c: &mut Criterion) {
         .sampling_mode(SamplingMode::Flat)
         .sample_size(30);
 
-    let diode = Diode::new(items);
-    refill_diode(&diode, vec![envelopes.clone()]);
+    let encoded = Diode::new(items);
+    refill(
+        &encoded,
+        vec![
+            envelopes
+                .iter()
+                .map(|e| Bytes::from(prost::Message::encode_to_vec(e)))
+                .collect(),
+        ],
+        items,
+    );
     group.bench_function("collector_shard_lane", |b| {
         b.iter_custom(|iters| {
             timed(
                 iters,
-                || collector_lane(&diode, items),
-                |m| refill_diode(&diode, m),
+                || collector_lane(&encoded, items),
+                |m| refill(&encoded, m, items),
             )
         })
     });
+
+    let diode = Diode::new(items);
+    refill_diode(&diode, vec![envelopes.clone()]);
 
     let per_core = PerCore::for_this_machine(items);
     let cores = per_core.cores();

@@ -9,6 +9,10 @@
 //! batch of 100 (`envelope_encode`, `envelope_decode`); `batching` cuts a
 //! full diode into batches as the collector's shipper and the router's
 //! egress do (`batching`); `matching` publishes batches into the router's
-//! `PubSub` with 10, 1,000 and 10,000 subscriptions (`router_match`).
+//! `PubSub` with 10, 1,000 and 10,000 subscriptions (`router_match`);
+//! `container_line` measures one container line from its template to the
+//! bytes of its batch in the collector, the old path (a prost `Envelope`,
+//! `entry_len`, prost encoding) against the new (pre-encoded envelope bytes
+//! appended to the batch) in the same run.
 //! Results land in the standard criterion layout under `target/criterion`;
 //! each bench file's module doc says what it measures and why it matters.
