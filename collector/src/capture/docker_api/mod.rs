@@ -33,6 +33,9 @@
 //! with U+FFFD (the `local` driver keeps bytes; eBPF capture does not go
 //! through Docker at all).
 
+mod cursor;
+mod tty;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -40,7 +43,6 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::query_parameters::LogsOptions;
-use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use spillway_plumbing::backoff::Backoff;
 use spillway_plumbing::logging::{RateLimited, error_chain};
@@ -54,7 +56,9 @@ use crate::docker::Event;
 use crate::docker::time::split_timestamp;
 use crate::lines::{Assembler, Line, PARTIAL_LINE_TIMEOUT};
 use crate::output::Output;
+use cursor::{Cursor, Resume};
 use spillway_proto::now_nanos;
+use tty::TtyMessages;
 
 /// How early before `StartedAt` a new container's lines are taken.
 pub const START_SLACK: Duration = Duration::from_secs(1);
@@ -70,12 +74,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many failed reads after its container stopped before the follower
 /// gives up on the rest of its output.
 const DRAIN_ATTEMPTS: u32 = 3;
-
-/// The pieces Docker cuts longer lines into (its log copier's buffer).
-const DOCKER_PIECE: usize = 16 * 1024;
-
-/// The longest timestamp Docker writes before a message.
-const TIMESTAMP_MAX: usize = "2006-01-02T15:04:05.000000000+07:00".len();
 
 /// How often the followers may warn.
 const WARN_EVERY: Duration = Duration::from_secs(30);
@@ -504,253 +502,4 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     // Every change under the lock is a few plain assignments: a panic
     // cannot leave it half done.
     shared.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// How far a container's output was delivered: the newest timestamp, and
-/// how many messages carried it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Cursor {
-    ts: i64,
-    seen: u32,
-}
-
-impl Cursor {
-    /// Before a container's first message: from when the collector
-    /// started, or from when the container started (less [`START_SLACK`])
-    /// if that is later.
-    fn start(started_at: i64, collector_started: i64) -> Self {
-        let slack = START_SLACK.as_nanos() as i64;
-        Cursor {
-            ts: collector_started.max(started_at.saturating_sub(slack)),
-            seen: 0,
-        }
-    }
-
-    fn advance(&mut self, ts: i64) {
-        if ts > self.ts {
-            *self = Cursor { ts, seen: 1 };
-        } else if ts == self.ts {
-            self.seen = self.seen.saturating_add(1);
-        }
-    }
-
-    /// Docker's `since`: whole seconds, rounded down.
-    fn since(&self) -> i32 {
-        let secs = self.ts.div_euclid(1_000_000_000);
-        i32::try_from(secs.max(0)).unwrap_or(i32::MAX)
-    }
-}
-
-/// Which messages of a (re)opened stream are new: it starts with what was
-/// delivered from the cursor's second on.
-#[derive(Debug)]
-struct Resume {
-    from: Cursor,
-    skipped: u32,
-    caught_up: bool,
-}
-
-impl From<Cursor> for Resume {
-    fn from(from: Cursor) -> Self {
-        Resume {
-            from,
-            skipped: 0,
-            caught_up: false,
-        }
-    }
-}
-
-impl Resume {
-    fn admit(&mut self, ts: i64) -> bool {
-        if self.caught_up {
-            return true;
-        }
-        if ts < self.from.ts {
-            return false;
-        }
-        if ts == self.from.ts && self.skipped < self.from.seen {
-            self.skipped += 1;
-            return false;
-        }
-        // From the first new message on, the stream is new (Docker sends
-        // messages in the order it stored them).
-        self.caught_up = true;
-        true
-    }
-}
-
-/// Cuts a TTY container's console stream, which has no framing, back into
-/// Docker's messages: `<timestamp> ` and then a line up to its `\n`, or a
-/// [`DOCKER_PIECE`]-byte piece of a longer line (which has no `\n`).
-#[derive(Debug, Default)]
-struct TtyMessages {
-    buf: BytesMut,
-}
-
-impl TtyMessages {
-    fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
-    }
-
-    /// The next whole message; at the end of the stream (`eof`), the rest.
-    fn next(&mut self, eof: bool) -> Option<Bytes> {
-        if self.buf.is_empty() {
-            return None;
-        }
-        let body = match self
-            .buf
-            .iter()
-            .take(TIMESTAMP_MAX + 1)
-            .position(|&b| b == b' ')
-        {
-            Some(space) => space + 1,
-            // The timestamp is still arriving.
-            None if self.buf.len() <= TIMESTAMP_MAX && !eof => return None,
-            // Not a timestamp: cut at the newline as below.
-            None => 0,
-        };
-        let rest = &self.buf[body..];
-        let len = match rest[..rest.len().min(DOCKER_PIECE)]
-            .iter()
-            .position(|&b| b == b'\n')
-        {
-            Some(newline) => newline + 1,
-            None if rest.len() >= DOCKER_PIECE => DOCKER_PIECE,
-            None if eof => rest.len(),
-            None => return None,
-        };
-        Some(self.buf.split_to(body + len).freeze())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SEC: i64 = 1_000_000_000;
-
-    fn admitted(from: Cursor, stamps: &[i64]) -> Vec<i64> {
-        let mut resume = Resume::from(from);
-        stamps
-            .iter()
-            .copied()
-            .filter(|&ts| resume.admit(ts))
-            .collect()
-    }
-
-    #[test]
-    fn the_first_read_starts_at_the_later_of_collector_and_container_start() {
-        // Running before the collector started: from the collector's start.
-        assert_eq!(Cursor::start(5 * SEC, 100 * SEC).ts, 100 * SEC);
-        // Started later: from its start, less the slack.
-        assert_eq!(Cursor::start(200 * SEC, 100 * SEC).ts, 199 * SEC);
-        // Unknown start.
-        assert_eq!(Cursor::start(0, 100 * SEC).ts, 100 * SEC);
-        let c = Cursor::start(200 * SEC + 5, 100 * SEC);
-        assert_eq!(c.since(), 199, "whole seconds, rounded down");
-        assert_eq!(
-            admitted(c, &[198 * SEC, c.ts - 1, c.ts, c.ts + 1]),
-            vec![c.ts, c.ts + 1]
-        );
-    }
-
-    #[test]
-    fn a_reopened_stream_skips_what_was_delivered() {
-        let mut cursor = Cursor::default();
-        for ts in [10, 20, 30] {
-            cursor.advance(ts);
-        }
-        assert_eq!(cursor, Cursor { ts: 30, seen: 1 });
-        assert_eq!(admitted(cursor, &[10, 20, 30, 31, 40]), vec![31, 40]);
-    }
-
-    #[test]
-    fn pieces_of_a_long_line_share_a_timestamp() {
-        // Three pieces of one line were delivered, then the stream broke.
-        let mut cursor = Cursor::default();
-        for ts in [7, 7, 7] {
-            cursor.advance(ts);
-        }
-        assert_eq!(cursor, Cursor { ts: 7, seen: 3 });
-        // Reopened: the first three are old, the other pieces are new.
-        assert_eq!(admitted(cursor, &[5, 7, 7, 7, 7, 7, 9]), vec![7, 7, 9]);
-    }
-
-    #[test]
-    fn once_caught_up_everything_passes() {
-        // stdout and stderr may be stored slightly out of timestamp order.
-        let cursor = Cursor { ts: 10, seen: 1 };
-        assert_eq!(admitted(cursor, &[10, 12, 11, 9]), vec![12, 11, 9]);
-        let mut c = Cursor { ts: 12, seen: 1 };
-        c.advance(11);
-        assert_eq!(c, Cursor { ts: 12, seen: 1 }, "never goes back");
-    }
-
-    #[test]
-    fn since_saturates() {
-        assert_eq!(Cursor { ts: -5, seen: 0 }.since(), 0);
-        assert_eq!(
-            Cursor {
-                ts: i64::MAX,
-                seen: 0
-            }
-            .since(),
-            i32::MAX
-        );
-    }
-
-    fn tty(chunks: &[&[u8]], eof: bool) -> Vec<Vec<u8>> {
-        let mut t = TtyMessages::default();
-        let mut out = vec![];
-        for chunk in chunks {
-            t.push(chunk);
-            while let Some(m) = t.next(false) {
-                out.push(m.to_vec());
-            }
-        }
-        while let Some(m) = t.next(eof) {
-            out.push(m.to_vec());
-        }
-        out
-    }
-
-    const TS: &[u8] = b"2026-11-21T00:07:58.441506936Z ";
-
-    #[test]
-    fn tty_lines_split_at_newlines_wherever_the_chunks_end() {
-        let stream = [TS, b"hello\r\n", TS, b"world\r\n", TS, b"no eol"].concat();
-        let want = vec![
-            [TS, b"hello\r\n"].concat(),
-            [TS, b"world\r\n"].concat(),
-            [TS, b"no eol"].concat(),
-        ];
-        assert_eq!(tty(&[&stream], true), want);
-        let bytewise: Vec<&[u8]> = stream.chunks(1).collect();
-        assert_eq!(tty(&bytewise, true), want);
-        assert_eq!(tty(&[&stream], false), want[..2], "waits for the rest");
-    }
-
-    #[test]
-    fn tty_long_lines_come_as_docker_pieces() {
-        // What Docker sends for a 20000-byte line: a full piece, then the
-        // rest with its own timestamp, in one console chunk.
-        let x = vec![b'x'; 20_000];
-        let stream = [TS, &x[..DOCKER_PIECE], TS, &x[DOCKER_PIECE..], b"\r\n"].concat();
-        let got = tty(&[&stream], false);
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0], [TS, &x[..DOCKER_PIECE]].concat());
-        assert_eq!(got[1], [TS, &x[DOCKER_PIECE..], b"\r\n"].concat());
-    }
-
-    #[test]
-    fn tty_garbage_is_cut_at_newlines_not_dropped() {
-        let got = tty(&[b"this is not a timestamp at all, no\nok\n"], true);
-        assert_eq!(
-            got,
-            vec![
-                b"this is not a timestamp at all, no\n".to_vec(),
-                b"ok\n".to_vec()
-            ]
-        );
-    }
 }
