@@ -4,7 +4,8 @@
 //! Both sources follow the same Docker metadata ([`crate::docker::watch`]):
 //!
 //! - [`ebpf`]: tracepoints on `write`/`writev` copy the bytes in the kernel
-//!   at the moment of the write; per-core io_uring loops make the lines.
+//!   at the moment of the write; one io_uring loop per ring buffer (one
+//!   ring per CPU) makes the lines, into the shard diode of its ring.
 //! - [`docker_api`]: each container's log stream through the
 //!   Docker API, as logspout reads it. Needs no privileges beyond the Docker
 //!   socket, but every line goes through dockerd's log driver first.
