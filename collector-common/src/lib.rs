@@ -13,8 +13,7 @@
 /// global (so the verifier treats every field as a constant).
 ///
 /// Kernel struct member offsets (bytes) come from the kernel's BTF
-/// (`/sys/kernel/btf/vmlinux`); tracepoint record offsets come from the
-/// tracepoints' `format` files in tracefs. Nothing is hard-coded, because
+/// (`/sys/kernel/btf/vmlinux`). Nothing is hard-coded, because
 /// struct layouts differ between kernel builds. An offset of 0 is a real
 /// value (`fdtable.max_fds` is at 0), not "unset".
 #[repr(C)]
@@ -43,17 +42,6 @@ pub struct Config {
     pub inode_i_sb: u32,
     /// `super_block.s_dev` (`dev_t`, 32 bits, kernel encoding).
     pub sb_s_dev: u32,
-    /// `sys_enter_write` record: `fd`, `buf`, `count`.
-    pub tp_write_fd: u32,
-    pub tp_write_buf: u32,
-    pub tp_write_count: u32,
-    /// `sys_enter_writev` record: `fd`, `vec`, `vlen`.
-    pub tp_writev_fd: u32,
-    pub tp_writev_vec: u32,
-    pub tp_writev_vlen: u32,
-    /// `sys_exit_write` and `sys_exit_writev` record: `ret` (the same
-    /// offset in both; userspace checks).
-    pub tp_exit_ret: u32,
     /// Number of ring buffers in `RINGS` (= userspace read loops). A record
     /// goes to ring `key.ino % nr_rings`.
     pub nr_rings: u32,
@@ -78,6 +66,24 @@ pub struct Config {
     /// `kernfs_node.name` (`const char *`): the cgroup directory's name,
     /// which names the container (`<id>`, `docker-<id>.scope`, ...).
     pub kn_name: u32,
+    /// Syscall numbers of `write(2)` and `writev(2)` on this architecture.
+    pub nr_write: u32,
+    pub nr_writev: u32,
+    /// Where `struct pt_regs` keeps the number of the syscall returning
+    /// (`orig_ax` on x86_64, `syscallno` on arm64; read as 32 bits).
+    pub regs_nr: u32,
+    /// Where `struct pt_regs` keeps a syscall's first three arguments at
+    /// its exit (`di`, `si`, `dx` on x86_64; `orig_x0`, `regs[1]`,
+    /// `regs[2]` on arm64, where `regs[0]` holds the return value by then).
+    pub regs_arg0: u32,
+    pub regs_arg1: u32,
+    pub regs_arg2: u32,
+    /// Offset of `task_struct.thread_info.status` and the bit there that
+    /// marks a 32-bit compat syscall (x86_64's `TS_COMPAT`); mask 0 where
+    /// there is no such check. Compat syscalls have other numbers and
+    /// registers, so the program skips them, as the kernel's syscall tracepoints do.
+    pub task_compat: u32,
+    pub compat_mask: u32,
 }
 
 /// [`Config::cgroup_mode`]: the writer's cgroup is `css_set.dfl_cgrp`
@@ -101,13 +107,6 @@ impl Config {
         inode_i_ino: 0,
         inode_i_sb: 0,
         sb_s_dev: 0,
-        tp_write_fd: 0,
-        tp_write_buf: 0,
-        tp_write_count: 0,
-        tp_writev_fd: 0,
-        tp_writev_vec: 0,
-        tp_writev_vlen: 0,
-        tp_exit_ret: 0,
         nr_rings: 0,
         wakeup_bytes: 0,
         cgroup_mode: 0,
@@ -117,6 +116,14 @@ impl Config {
         cgroup_kn: 0,
         kn_id: 0,
         kn_name: 0,
+        nr_write: 0,
+        nr_writev: 0,
+        regs_nr: 0,
+        regs_arg0: 0,
+        regs_arg1: 0,
+        regs_arg2: 0,
+        task_compat: 0,
+        compat_mask: 0,
     };
 }
 
@@ -151,26 +158,6 @@ impl InodeKey {
     }
 }
 
-/// A write seen at `sys_enter_write(v)` on a watched inode, waiting for its
-/// `sys_exit_write(v)` (which knows how many bytes were really written).
-/// Keyed by the thread's `pid_tgid` in the `PENDING` LRU map.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Pending {
-    /// `write`: the buffer; `writev`: the `struct iovec` array (user addresses).
-    pub buf: u64,
-    /// `write`: `count`; `writev`: `vlen`.
-    pub count: u64,
-    pub key: InodeKey,
-    pub fd: u32,
-    /// The registered cookie, or 0 for an unclaimed write.
-    pub cookie: u32,
-    /// 1 for `writev`, 0 for `write` (a stale entry of the other kind is
-    /// ignored at exit).
-    pub is_vec: u32,
-    pub _pad: u32,
-}
-
 /// Header of each ring buffer record; `len` data bytes follow it.
 ///
 /// One syscall becomes one or more records: a `write` is cut into
@@ -182,7 +169,7 @@ pub struct Pending {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventHeader {
-    /// `bpf_ktime_get_boot_ns()` (CLOCK_BOOTTIME) at `sys_exit_write(v)`.
+    /// `bpf_ktime_get_boot_ns()` (CLOCK_BOOTTIME) at the write's `sys_exit`.
     pub boot_ns: u64,
     /// The writer's cgroup (its directory's inode number, see
     /// [`Config::cgroup_mode`]): names the container even after the
@@ -240,24 +227,20 @@ pub enum DropReason {
     /// User memory could not be read at `sys_exit` (page not resident, or a
     /// bad `iovec` array). The rest of that syscall's data is skipped.
     ReadFault = 1,
-    /// `sys_enter` could not store the write in `PENDING`: the whole write
-    /// is lost.
-    PendingFull = 2,
     /// A syscall wrote more than [`MAX_CAPTURE`] bytes, or a `writev` had
     /// data beyond [`MAX_IOV`] iovecs: the beginning was captured, the rest
     /// not.
-    Truncated = 3,
+    Truncated = 2,
     /// No ring buffer at index `ino % nr_rings` (a userspace setup bug): the
     /// whole write is lost.
-    NoRing = 4,
+    NoRing = 3,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 4] = [
         DropReason::RingFull,
         DropReason::ReadFault,
-        DropReason::PendingFull,
         DropReason::Truncated,
         DropReason::NoRing,
     ];
@@ -267,7 +250,6 @@ impl DropReason {
         match self {
             DropReason::RingFull => "ring_full",
             DropReason::ReadFault => "read_fault",
-            DropReason::PendingFull => "pending_full",
             DropReason::Truncated => "truncated",
             DropReason::NoRing => "no_ring",
         }
@@ -334,14 +316,12 @@ mod user {
     unsafe impl aya::Pod for super::CgroupName {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::InodeKey {}
-    unsafe impl aya::Pod for super::Pending {}
     unsafe impl aya::Pod for super::EventHeader {}
 }
 
 // No implicit padding anywhere (the Pod impls rely on it).
-const _: () = assert!(core::mem::size_of::<Config>() == 27 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 28 * 4);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
-const _: () = assert!(core::mem::size_of::<Pending>() == 48);
 const _: () = assert!(HDR_SIZE == 56);
 const _: () = assert!(core::mem::size_of::<CgroupDrops>() == 64);
 const _: () = assert!(core::mem::size_of::<Settings>() == 8);

@@ -3,31 +3,44 @@
 //!
 //! # How it works
 //!
-//! Four tracepoint programs:
+//! One program, `spill_sys_exit`, on the `sys_exit` raw tracepoint: it runs
+//! when any syscall of the machine returns, with the syscall's saved
+//! registers (`struct pt_regs`) and its return value. It reads everything
+//! a write needs at that moment, so no state is kept between entry and
+//! exit:
 //!
-//! - `sys_enter_write(v)`: first reject writes of host processes (the
-//!   writer's pid namespace level is 0: two plain loads, see "Host writes"),
-//!   then walk `current->files->fdt->fd[fd]->f_inode` to the inode written
-//!   to and look `{ino, dev}` up in `INODES` (registered by userspace,
-//!   value = a nonzero cookie). On a hit, or when the write qualifies as
-//!   *unclaimed* (below), remember the buffer in `PENDING`, keyed by thread.
-//! - `sys_exit_write(v)`: the same host check, then take the `PENDING`
-//!   entry, read the return value (bytes really written: partial writes
-//!   exist, errors write nothing), copy up to [`MAX_CAPTURE`] bytes from the
-//!   user buffer into records of at most [`CHUNK`] bytes, stamped with the
-//!   writer's cgroup, and put them in ring `ino % nr_rings`.
+//! 1. `ret <= 0` (an error, or nothing written): return.
+//! 2. A host process (see "Host writes"): return.
+//! 3. The syscall number (`orig_ax`) is not write or writev, or it is a
+//!    32-bit compat syscall: return.
+//! 4. Walk `current->files->fdt->fd[fd]->f_inode` to the inode written to
+//!    and look `{ino, dev}` up in `INODES` (registered by userspace, value =
+//!    a nonzero cookie). A miss that is not *unclaimed* (below): return.
+//! 5. Copy the `ret` bytes really written (partial writes exist), up to
+//!    [`MAX_CAPTURE`], from the user buffer (still there: the thread has
+//!    not returned to userspace) into records of at most [`CHUNK`] bytes,
+//!    stamped with the writer's cgroup, into ring `ino % nr_rings`.
+//!
+//! A raw tracepoint rather than the `syscalls:sys_{enter,exit}_write(v)`
+//! tracepoints: those run programs through the perf-event path, which on
+//! the measured VM cost several times more per call than a raw
+//! tracepoint's dispatch, and needed a second program at entry plus a map
+//! entry per write in flight. Attaching at exit only halves the calls.
+//! (kprobes, fentry/fexit and LSM programs are not available on the target
+//! kernels; see docs/design/ebpf-capture.md.)
 //!
 //! # Host writes
 //!
-//! Every `write(2)` on the machine runs these programs, so the common case,
+//! Every syscall exit on the machine runs this program, so the common case,
 //! a process that is not in a container, must cost next to nothing. The
 //! task is read through `bpf_get_current_task_btf()`, a BTF-typed pointer:
 //! `task->thread_pid->level` are two plain loads the verifier checks
 //! against the kernel's BTF (no `bpf_probe_read_kernel` calls), and a host
-//! process (level 0) stops there, on entry and on exit. Processes of
-//! containers started with `--pid host` are level 0 too: while userspace
-//! has registered such a container's streams (`SETTINGS.host_streams`),
-//! level-0 writes take the inode path like the others.
+//! process (level 0) stops there. Processes of containers started with
+//! `--pid host` are level 0 too: while userspace has registered such a
+//! container's streams (`SETTINGS.host_streams`), level-0 writes take the
+//! inode path like the others. Container processes' other syscalls pay one
+//! `bpf_probe_read_kernel` of the syscall number.
 //!
 //! # The writer's cgroup
 //!
@@ -60,6 +73,13 @@
 //! The check cannot start with the fd: a registered inode is captured through
 //! any fd (after `dup2`, or `/dev/stdout` reopened), so the walk and the
 //! `INODES` lookup come first.
+//!
+//! # Architectures
+//!
+//! The syscall numbers and the `pt_regs` members holding the number and
+//! the arguments come from userspace (`Config`): `orig_ax`, `di`, `si`,
+//! `dx` on x86_64; `syscallno`, `orig_x0` (the first argument's register
+//! holds the return value by then), `regs[1]`, `regs[2]` on arm64.
 //!
 //! # Ring selection and ordering
 //!
@@ -112,14 +132,14 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_ringbuf_output,
         bpf_ringbuf_query,
     },
-    macros::{btf_map, map, tracepoint},
+    macros::{btf_map, map, raw_tracepoint},
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 use spillway_collector_common::{
     CGROUP_NAME_BYTES, CGROUP_V1, CHUNK, CgroupDrops, CgroupName, Config, DropReason, EventHeader,
-    HDR_SIZE, InodeKey, MAX_CAPTURE, MAX_IOV, MAX_RINGS, NR_DROPS, Pending, RING_TEMPLATE_BYTES,
-    STDERR_FD, STDOUT_FD, Settings,
+    HDR_SIZE, InodeKey, MAX_CAPTURE, MAX_IOV, MAX_RINGS, NR_DROPS, RING_TEMPLATE_BYTES, STDERR_FD,
+    STDOUT_FD, Settings,
 };
 
 /// Offsets and ring count, set by userspace with `override_global("CONFIG")`.
@@ -133,12 +153,6 @@ static INODES: HashMap<InodeKey, u32> = HashMap::with_max_entries(16384, 0);
 /// Inodes userspace decided are not container stdio: no unclaimed capture.
 #[map]
 static IGNORED: LruHashMap<InodeKey, u8> = LruHashMap::with_max_entries(16384, 0);
-
-/// Thread (`pid_tgid`) → write in flight. LRU, because an entry whose
-/// `sys_exit` never comes (e.g. programs attached mid-syscall) would
-/// otherwise stay forever.
-#[map]
-static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
 
 /// Per-CPU loss counters, indexed by [`DropReason`].
 #[map]
@@ -328,13 +342,6 @@ fn read_kernel<T>(base: u64, off: u32) -> Option<T> {
     (r == 0).then(|| unsafe { v.assume_init() })
 }
 
-/// Reads a `T` at offset `off` of the tracepoint record.
-#[inline(always)]
-fn read_arg<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
-    // SAFETY: read_at uses bpf_probe_read_kernel, which checks the address.
-    unsafe { ctx.read_at::<T>(off as usize) }.ok()
-}
-
 /// `task->files->fdt->fd[fd]->f_inode`: the inode's address and its key.
 #[inline(always)]
 fn inode_of_fd(task: *const u8, fd: u64) -> Option<(u64, InodeKey)> {
@@ -378,53 +385,6 @@ fn is_unclaimed(task: *const u8, fd: u64, inode: u64, key: &InodeKey) -> bool {
         return false;
     }
     IGNORED.get_ptr(key).is_none()
-}
-
-#[inline(always)]
-fn on_enter(ctx: &TracePointContext, is_vec: bool) -> Option<()> {
-    let (fd_off, buf_off, count_off) = if is_vec {
-        (
-            conf!(tp_writev_fd),
-            conf!(tp_writev_vec),
-            conf!(tp_writev_vlen),
-        )
-    } else {
-        (
-            conf!(tp_write_fd),
-            conf!(tp_write_buf),
-            conf!(tp_write_count),
-        )
-    };
-    let task = current_task();
-    if is_host_write(task) {
-        return None;
-    }
-    // Declared `unsigned int` in an 8-byte slot.
-    let fd = read_arg::<u64>(ctx, fd_off)? & 0xffff_ffff;
-    let (inode, key) = inode_of_fd(task, fd)?;
-    let cookie = match INODES.get_ptr(key) {
-        // SAFETY: a valid map value pointer, read right away.
-        Some(cookie) => unsafe { *cookie },
-        None if is_unclaimed(task, fd, inode, &key) => 0,
-        None => return None,
-    };
-    let pending = Pending {
-        buf: read_arg(ctx, buf_off)?,
-        count: read_arg(ctx, count_off)?,
-        key,
-        fd: fd as u32,
-        cookie,
-        is_vec: is_vec as u32,
-        _pad: 0,
-    };
-    // SAFETY: no preconditions.
-    let id = unsafe { bpf_get_current_pid_tgid() };
-    if PENDING.insert(id, pending, 0).is_err() {
-        let (cgroup, kn) = cgroup_of(task);
-        count_drop(DropReason::PendingFull, cgroup);
-        remember_cgroup_name(cgroup, kn);
-    }
-    Some(())
 }
 
 /// Volatile read of a loop state field (see "Verifier notes").
@@ -535,33 +495,61 @@ fn copy_out<const STEPS: usize>(
     }
 }
 
+/// Every syscall exit of the machine: `arg(0)` is the `struct pt_regs *`
+/// of the syscall, `arg(1)` its return value. See "How it works".
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn spill_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let _ = on_exit(&ctx);
+    0
+}
+
 #[inline(always)]
-fn on_exit(ctx: &TracePointContext, is_vec: bool) -> Option<()> {
+fn on_exit(ctx: &RawTracePointContext) -> Option<()> {
+    // Errors and empty writes carry no data; failing syscalls stop here.
+    let ret: i64 = ctx.arg(1);
+    if ret <= 0 {
+        return None;
+    }
     let task = current_task();
     if is_host_write(task) {
         return None;
     }
-    // SAFETY: no preconditions.
-    let id = unsafe { bpf_get_current_pid_tgid() };
-    // Fast exit: no write in flight on a watched inode for this thread.
-    // SAFETY: a valid map value pointer, copied right away.
-    let p = unsafe { *PENDING.get_ptr(id)? };
-    let _ = PENDING.remove(id);
-    if p.is_vec != is_vec as u32 {
-        return None; // stale entry of another syscall
+    let regs: u64 = ctx.arg(0);
+    let nr = read_kernel::<u32>(regs, conf!(regs_nr))?;
+    let is_vec = if nr == conf!(nr_write) {
+        false
+    } else if nr == conf!(nr_writev) {
+        true
+    } else {
+        return None;
+    };
+    if is_compat_syscall(task) {
+        return None;
     }
-    let ret: i64 = read_arg(ctx, conf!(tp_exit_ret))?;
-    if ret <= 0 {
-        return None; // error or nothing written: no data
-    }
+    // `unsigned int fd` in a 64-bit register.
+    let fd = read_kernel::<u64>(regs, conf!(regs_arg0))? & 0xffff_ffff;
+    let (inode, key) = inode_of_fd(task, fd)?;
+    let cookie = match INODES.get_ptr(key) {
+        // SAFETY: a valid map value pointer, read right away.
+        Some(cookie) => unsafe { *cookie },
+        None if is_unclaimed(task, fd, inode, &key) => 0,
+        None => return None,
+    };
+    // write: the buffer; writev: the iovec array and its length.
+    let buf = read_kernel::<u64>(regs, conf!(regs_arg1))?;
+    let count = if is_vec {
+        read_kernel::<u64>(regs, conf!(regs_arg2))?
+    } else {
+        0
+    };
     let nr_rings = conf!(nr_rings) as u64;
     let ring = if nr_rings == 0 {
         None
     } else {
-        RINGS.get((p.key.ino % nr_rings) as u32)
+        RINGS.get((key.ino % nr_rings) as u32)
     };
     let (cgroup, kn) = cgroup_of(task);
-    if p.cookie == 0 {
+    if cookie == 0 {
         // Unclaimed: userspace places it by its cgroup's name.
         remember_cgroup_name(cgroup, kn);
     }
@@ -576,6 +564,8 @@ fn on_exit(ctx: &TracePointContext, is_vec: bool) -> Option<()> {
     } else {
         ret as u64
     };
+    // SAFETY: no preconditions.
+    let tgid = (unsafe { bpf_get_current_pid_tgid() } >> 32) as u32;
     // SAFETY: `s` is this CPU's SCRATCH value; the header is 8-byte aligned.
     unsafe {
         core::ptr::write(
@@ -583,17 +573,17 @@ fn on_exit(ctx: &TracePointContext, is_vec: bool) -> Option<()> {
             EventHeader {
                 boot_ns: bpf_ktime_get_boot_ns(),
                 cgroup,
-                key: p.key,
-                cookie: p.cookie,
-                tgid: (id >> 32) as u32,
-                fd: p.fd,
+                key,
+                cookie,
+                tgid,
+                fd: fd as u32,
                 offset: 0,
                 len: 0,
                 total: ret as u32,
             },
         );
         (*s).st = LoopState {
-            src: p.buf,
+            src: buf,
             left: if is_vec { 0 } else { budget },
             budget,
             iov_idx: 0,
@@ -605,8 +595,8 @@ fn on_exit(ctx: &TracePointContext, is_vec: bool) -> Option<()> {
         copy_out::<{ 2 * MAX_IOV + MAX_CAPTURE / CHUNK }>(
             ring,
             s,
-            p.buf,
-            p.count,
+            buf,
+            count,
             conf!(wakeup_bytes) as u64,
             cgroup,
         );
@@ -624,28 +614,12 @@ fn on_exit(ctx: &TracePointContext, is_vec: bool) -> Option<()> {
     Some(())
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_write")]
-pub fn spill_enter_write(ctx: TracePointContext) -> u32 {
-    let _ = on_enter(&ctx, false);
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_writev")]
-pub fn spill_enter_writev(ctx: TracePointContext) -> u32 {
-    let _ = on_enter(&ctx, true);
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_write")]
-pub fn spill_exit_write(ctx: TracePointContext) -> u32 {
-    let _ = on_exit(&ctx, false);
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_writev")]
-pub fn spill_exit_writev(ctx: TracePointContext) -> u32 {
-    let _ = on_exit(&ctx, true);
-    0
+/// Whether the current syscall is a 32-bit compat one (other numbers and
+/// registers); see `Config::compat_mask`.
+#[inline(always)]
+fn is_compat_syscall(task: *const u8) -> bool {
+    let mask = conf!(compat_mask);
+    mask != 0 && field::<u32>(task, conf!(task_compat)) & mask != 0
 }
 
 #[cfg(not(test))]

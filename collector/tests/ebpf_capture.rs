@@ -534,3 +534,55 @@ fn keeps_order_under_load() {
     // what the kernel counts must agree with what arrived.
     assert_eq!((seqs.len(), lost), (N, 0), "records lost");
 }
+
+/// The program copies what a write really wrote, read at the syscall's
+/// exit: a partial write gives only its bytes, a write that fails
+/// (`EAGAIN` on a full non-blocking pipe) gives none, and the retry that
+/// then succeeds is captured once.
+#[test]
+fn captures_what_was_written_not_what_was_asked() {
+    let Some((capture, rx)) = start() else { return };
+    let (r, w) = pipe();
+    // One page of pipe buffer, and writes that must not block.
+    // SAFETY: fcntl on an open descriptor.
+    unsafe {
+        assert!(libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) >= 4096);
+        let flags = libc::fcntl(w.as_raw_fd(), libc::F_GETFL);
+        assert_eq!(
+            libc::fcntl(w.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK),
+            0
+        );
+    }
+    let size = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) } as usize;
+    let key = key_of_fd(std::process::id(), w.as_raw_fd());
+    capture.register(key, 31).unwrap();
+
+    let write = |data: &[u8]| {
+        // SAFETY: `data` is a live buffer of data.len() bytes.
+        let n = unsafe { libc::write(w.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+        (n >= 0).then_some(n as usize)
+    };
+    let big: Vec<u8> = (0..size * 2).map(|i| b'a' + (i % 26) as u8).collect();
+    assert_eq!(write(&big), Some(size), "a partial write fills the pipe");
+    assert_eq!(write(b"retried\n"), None, "the pipe is full: EAGAIN");
+    let mut pipe_data = vec![0u8; size];
+    let mut r = std::fs::File::from(r);
+    r.read_exact(&mut pipe_data).unwrap();
+    assert_eq!(write(b"retried\n"), Some(8));
+
+    let recs = collect(
+        &rx,
+        |r| r.cookie == 31,
+        |got| got.iter().map(|r| r.data.len()).sum::<usize>() >= size + 8,
+        Duration::from_secs(2),
+    );
+    let captured = stream(&recs, 31);
+    assert_eq!(captured.len(), size + 8, "{} records", recs.len());
+    assert_eq!(captured.as_bytes()[..size], big[..size]);
+    assert_eq!(
+        &captured[size..],
+        "retried\n",
+        "the failed write left nothing"
+    );
+    assert_eq!(recs.last().unwrap().total, 8);
+}

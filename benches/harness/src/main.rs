@@ -18,6 +18,7 @@
 mod consumer;
 mod emitters;
 mod machine;
+mod noop_hook;
 mod overhead;
 mod run;
 mod sampler;

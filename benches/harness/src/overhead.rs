@@ -3,12 +3,14 @@
 //! collector, with the collector's eBPF capture attached, and with the
 //! collector reading the Docker logs API.
 //!
-//! The tracepoints fire on every `write(2)` of the machine; for a write
-//! that is not a container's, the program looks the file's inode up and
-//! returns. That is what this measures. (The Docker-API source hooks no
-//! write: it is the control.) Runs alternate (without, eBPF, Docker, …) so
-//! that drift of the machine hits every side alike; the medians are
-//! compared.
+//! The collector's program runs at every syscall exit of the machine; for
+//! a host process's write it reads the writer's pid-namespace level and
+//! returns. That is what this measures. Next to it, a program that does
+//! nothing, attached to the same raw tracepoint ([`NoopHook`]): the floor
+//! that any syscall hook pays on this kernel. (The Docker-API source hooks
+//! no write: it is the control.) Runs alternate (without, no-op hook,
+//! eBPF, Docker, …) so that drift of the machine hits every side alike;
+//! the medians are compared.
 
 use std::io::Read as _;
 use std::os::fd::{FromRawFd as _, OwnedFd};
@@ -18,6 +20,7 @@ use anyhow::bail;
 use spillway_bench_report::results::Overhead;
 use spillway_e2e::{Certs, Collector, Router};
 
+use crate::noop_hook::NoopHook;
 use crate::run::Source;
 
 pub struct Args {
@@ -41,6 +44,13 @@ pub async fn measure(certs: &Certs, args: &Args) -> anyhow::Result<Overhead> {
         let without = pipe_writes(args.writes, args.write_bytes)?;
         out.without_ns.push(without);
         let mut line = format!("  overhead rep {}: {without:.1} ns/write without", rep + 1);
+        if args.sources.contains(&Source::Ebpf) {
+            let hook = NoopHook::attach()?;
+            let floor = pipe_writes(args.writes, args.write_bytes)?;
+            drop(hook);
+            line.push_str(&format!(", {floor:.1} with a no-op hook"));
+            out.with_floor_ns.push(floor);
+        }
         for &source in &args.sources {
             if source == Source::None {
                 continue;
@@ -64,6 +74,7 @@ pub async fn measure(certs: &Certs, args: &Args) -> anyhow::Result<Overhead> {
     // 0 when eBPF was not measured (`with_ns` empty says so): JSON has no NaN.
     out.overhead_pct = overhead_pct(&out.without_ns, &out.with_ns).unwrap_or(0.0);
     out.docker_overhead_pct = overhead_pct(&out.without_ns, &out.with_docker_ns);
+    out.floor_overhead_pct = overhead_pct(&out.without_ns, &out.with_floor_ns);
     Ok(out)
 }
 

@@ -987,14 +987,21 @@ fn overhead_section(out: &mut String, overhead: Option<&Overhead>, before: Optio
     };
     let ebpf = !o.with_ns.is_empty();
     let docker = !o.with_docker_ns.is_empty();
+    let floor = !o.with_floor_ns.is_empty();
     w!(
         out,
-        "A host process (not in a container) writes {} messages of {} B to a pipe, without a collector, with the \
-         collector's eBPF capture attached{}: the eBPF tracepoints fire on every write of the machine, and for a \
-         write that is not a container's the program only looks the file up{}. Repetitions alternate (without, \
-         with, …) so that drift of the machine hits every side alike; the medians are compared.",
+        "A host process (not in a container) writes {} messages of {} B to a pipe, without a collector{}, with the \
+         collector's eBPF capture attached{}: the collector's program runs at every syscall exit of the machine, and \
+         for a write that is not a container's it only reads the writer's pid-namespace level{}. Repetitions \
+         alternate (without, with, …) so that drift of the machine hits every side alike; the medians are compared.",
         o.writes,
         o.write_bytes,
+        if floor {
+            ", with a program that does nothing attached to the same raw tracepoint (`sys_exit`: the floor that \
+             any syscall hook pays on this kernel)"
+        } else {
+            ""
+        },
         if docker {
             " and with the collector reading the Docker logs API"
         } else {
@@ -1011,17 +1018,28 @@ fn overhead_section(out: &mut String, overhead: Option<&Overhead>, before: Optio
         .without_ns
         .len()
         .max(o.with_ns.len())
-        .max(o.with_docker_ns.len());
+        .max(o.with_docker_ns.len())
+        .max(o.with_floor_ns.len());
     let ns = |v: Option<&f64>| v.map_or_else(|| NA.to_owned(), |v| format!("{v:.1}"));
     let mut header = vec!["Repetition", "Without, ns per write"];
+    if floor {
+        header.push("No-op hook, ns per write");
+    }
     if ebpf {
         header.push("With eBPF, ns per write");
     }
     if docker {
         header.push("With Docker API, ns per write");
     }
-    let row = |label: String, without: Option<&f64>, e: Option<&f64>, d: Option<&f64>| {
+    let row = |label: String,
+               without: Option<&f64>,
+               f: Option<&f64>,
+               e: Option<&f64>,
+               d: Option<&f64>| {
         let mut row = vec![label, ns(without)];
+        if floor {
+            row.push(ns(f));
+        }
         if ebpf {
             row.push(ns(e));
         }
@@ -1035,6 +1053,7 @@ fn overhead_section(out: &mut String, overhead: Option<&Overhead>, before: Optio
             row(
                 (i + 1).to_string(),
                 o.without_ns.get(i),
+                o.with_floor_ns.get(i),
                 o.with_ns.get(i),
                 o.with_docker_ns.get(i),
             )
@@ -1044,12 +1063,16 @@ fn overhead_section(out: &mut String, overhead: Option<&Overhead>, before: Optio
     body.push(row(
         "median".to_owned(),
         median(&o.without_ns).as_ref(),
+        median(&o.with_floor_ns).as_ref(),
         median(&o.with_ns).as_ref(),
         median(&o.with_docker_ns).as_ref(),
     ));
     let pct = |p: Option<f64>| p.map_or_else(|| NA.to_owned(), |p| format!("{p:+.1} %"));
     body.push({
         let mut r = vec!["overhead".to_owned(), NA.to_owned()];
+        if floor {
+            r.push(pct(o.floor_overhead_pct));
+        }
         if ebpf {
             r.push(pct(Some(o.overhead_pct)));
         }
@@ -1063,6 +1086,12 @@ fn overhead_section(out: &mut String, overhead: Option<&Overhead>, before: Optio
             "before (baseline), median".to_owned(),
             ns(median(&b.without_ns).as_ref()),
         ];
+        if floor {
+            r.push(match median(&b.with_floor_ns) {
+                Some(m) => format!("{m:.1} ({})", pct(b.floor_overhead_pct)),
+                None => NA.to_owned(),
+            });
+        }
         if ebpf {
             r.push(match median(&b.with_ns) {
                 Some(m) if !b.with_ns.is_empty() => {
@@ -1083,9 +1112,15 @@ fn overhead_section(out: &mut String, overhead: Option<&Overhead>, before: Optio
     if ebpf {
         w!(
             out,
-            "Overhead with eBPF: **{:+.1} %** (target: under {} %).",
+            "Overhead with eBPF: **{:+.1} %** (target: under {} %){}.",
             o.overhead_pct,
-            analysis::TARGET_MAX_OVERHEAD_PCT
+            analysis::TARGET_MAX_OVERHEAD_PCT,
+            match o.floor_overhead_pct {
+                Some(f) => format!(
+                    "; a program that does nothing at the same hook costs {f:+.1} % by itself"
+                ),
+                None => String::new(),
+            }
         );
     } else {
         w!(out, "The eBPF source was not measured (it needs root).");

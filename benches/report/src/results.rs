@@ -120,6 +120,13 @@ pub struct Overhead {
     /// Slowdown of the median with the Docker-API collector, %.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_overhead_pct: Option<f64>,
+    /// With a program that does nothing on the same raw tracepoint as the
+    /// collector's: the floor of any syscall hook (absent from older files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with_floor_ns: Vec<f64>,
+    /// Slowdown of the median with the no-op hook, %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor_overhead_pct: Option<f64>,
 }
 
 /// What the report says about the machine (`target/bench/machine.json`).

@@ -3,8 +3,8 @@
 //!
 //! Both sources follow the same Docker metadata ([`crate::docker::watch`]):
 //!
-//! - [`ebpf`]: tracepoints on `write`/`writev` copy the bytes in the kernel
-//!   at the moment of the write; one io_uring loop per ring buffer (one
+//! - [`ebpf`]: a program at every syscall's exit copies what `write`/`writev`
+//!   wrote, in the kernel, at the moment of the write; one io_uring loop per ring buffer (one
 //!   ring per CPU) makes the lines, into the shard diode of its ring.
 //! - [`docker_api`]: each container's log stream through the
 //!   Docker API, as logspout reads it. Needs no privileges beyond the Docker
@@ -27,7 +27,7 @@ use crate::output::Output;
 pub enum SourceKind {
     /// eBPF where the kernel and privileges allow, else the Docker API.
     Auto,
-    /// eBPF capture in the kernel (root, BTF and tracepoints needed).
+    /// eBPF capture in the kernel (root and BTF needed).
     Ebpf,
     /// Each container's log stream through the Docker API.
     Docker,

@@ -160,7 +160,49 @@ pub fn kernel_offsets(
     cfg.inode_i_ino = btf.offset("inode", "i_ino", 8)?;
     cfg.inode_i_sb = btf.offset("inode", "i_sb", PTR)?;
     cfg.sb_s_dev = btf.offset("super_block", "s_dev", 4)?;
-    Ok(())
+    syscall_offsets(btf, cfg)
+}
+
+/// Where the program finds, at `sys_exit`, which syscall returns and its
+/// arguments on this architecture: the numbers of write and writev, the
+/// `struct pt_regs` members holding them, and the compat check.
+fn syscall_offsets(
+    btf: &KernelBtf,
+    cfg: &mut spillway_collector_common::Config,
+) -> Result<(), String> {
+    cfg.nr_write = libc::SYS_write as u32;
+    cfg.nr_writev = libc::SYS_writev as u32;
+    #[cfg(target_arch = "x86_64")]
+    {
+        cfg.regs_nr = btf.offset("pt_regs", "orig_ax", 8)?;
+        cfg.regs_arg0 = btf.offset("pt_regs", "di", 8)?;
+        cfg.regs_arg1 = btf.offset("pt_regs", "si", 8)?;
+        cfg.regs_arg2 = btf.offset("pt_regs", "dx", 8)?;
+        // `task_struct.thread_info.status` holds TS_COMPAT during a 32-bit
+        // syscall (arch/x86/include/asm/thread_info.h).
+        const TS_COMPAT: u32 = 0x0002;
+        cfg.task_compat = btf.member("task_struct", "thread_info")?.offset
+            + btf.offset("thread_info", "status", 4)?;
+        cfg.compat_mask = TS_COMPAT;
+        Ok(())
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        // `s32 syscallno`; the first argument's register, `regs[0]`, holds
+        // the return value at exit, its entry value is kept in `orig_x0`.
+        cfg.regs_nr = btf.offset("pt_regs", "syscallno", 4)?;
+        cfg.regs_arg0 = btf.offset("pt_regs", "orig_x0", 8)?;
+        // `u64 regs[31]`, inside an anonymous union with `user_pt_regs`.
+        let regs = btf.member("pt_regs", "regs")?.offset;
+        (cfg.regs_arg1, cfg.regs_arg2) = (regs + 8, regs + 16);
+        // Compat (AArch32) tasks' syscalls are not told apart (mask 0).
+        Ok(())
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    Err(format!(
+        "eBPF capture knows where syscall arguments are on x86_64 and aarch64, not on {}",
+        std::env::consts::ARCH
+    ))
 }
 
 /// The cgroup part of the program's `Config`: how to go from a task to the

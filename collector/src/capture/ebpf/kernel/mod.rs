@@ -2,8 +2,8 @@
 //! eBPF (the program is in `collector-ebpf/`, the shared types in
 //! `collector-common/`).
 //!
-//! Tracepoints on `write(2)` and `writev(2)` match the inode written to (a
-//! pipe or pty) against inodes registered here with [`Capture::register`],
+//! A program on the `sys_exit` raw tracepoint sees every `write(2)` and
+//! `writev(2)` return, matches the inode written to (a pipe or pty) against inodes registered here with [`Capture::register`],
 //! and copy the written bytes into BPF ring buffers: up to 64 KiB per
 //! syscall, in [`Record`]s of up to 16 KiB. Matching is by inode, not by
 //! process, so everything a container writes to its stdout/stderr is seen,
@@ -27,7 +27,6 @@
 
 mod btf;
 pub mod cgroup;
-mod tracefs;
 
 use std::fmt;
 use std::path::Path;
@@ -36,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
 use spillway_collector_common::{CgroupDrops, CgroupName, Config, MAX_RINGS, Settings};
 
@@ -76,14 +75,6 @@ pub fn check_support() -> Result<(), String> {
             btf::VMLINUX_BTF
         )
     })?;
-    let root = tracefs::root()?;
-    let event = root.join("events/syscalls/sys_enter_write");
-    if !event.is_dir() {
-        return Err(format!(
-            "no syscall tracepoints ({} is missing; needs CONFIG_FTRACE_SYSCALLS)",
-            event.display()
-        ));
-    }
     Ok(())
 }
 
@@ -131,7 +122,7 @@ fn check_privileges() -> Result<(), String> {
 pub enum Error {
     /// The eBPF object was not embedded at build time (see [`NOT_BUILT`]).
     NotBuilt,
-    /// This host cannot run eBPF capture (privileges, BTF, tracefs).
+    /// This host cannot run eBPF capture (privileges, BTF).
     Unsupported(String),
     /// Loading, verifying or attaching the program, a map operation, or an
     /// argument failed.
@@ -302,14 +293,8 @@ struct Maps {
     settings: Array<MapData, Settings>,
 }
 
-/// The programs, attached in this order: exits first, so that no `PENDING`
-/// entry is made whose exit would not be seen.
-const PROGRAMS: [(&str, &str); 4] = [
-    ("spill_exit_write", "sys_exit_write"),
-    ("spill_exit_writev", "sys_exit_writev"),
-    ("spill_enter_write", "sys_enter_write"),
-    ("spill_enter_writev", "sys_enter_writev"),
-];
+/// The program and the raw tracepoint it runs at.
+const PROGRAM: (&str, &str) = ("spill_sys_exit", "sys_exit");
 
 impl Capture {
     /// Loads, verifies and attaches the programs, with `opts.loops` rings
@@ -329,23 +314,25 @@ impl Capture {
             .map_err(|e| failed("loading the eBPF object", &e))?;
         let rings =
             super::rings::create(&mut bpf, loops as u32, opts.ring_bytes).map_err(Error::Failed)?;
-        let mut verified = Vec::new();
-        for (name, tracepoint) in PROGRAMS {
-            let prog: &mut TracePoint = bpf
-                .program_mut(name)
-                .ok_or_else(|| Error::Failed(format!("the eBPF object has no program {name}")))?
-                .try_into()
-                .map_err(|e| failed(name, &e))?;
-            prog.load()
-                .map_err(|e| failed(&format!("verifying {name}"), &e))?;
-            prog.attach("syscalls", tracepoint)
-                .map_err(|e| failed(&format!("attaching {name} to {tracepoint}"), &e))?;
-            let insns = prog
-                .info()
-                .ok()
-                .and_then(|i| i.verified_instruction_count());
-            verified.push(format!("{name}={}", insns.unwrap_or(0)));
-        }
+        let (name, tracepoint) = PROGRAM;
+        let prog: &mut RawTracePoint = bpf
+            .program_mut(name)
+            .ok_or_else(|| Error::Failed(format!("the eBPF object has no program {name}")))?
+            .try_into()
+            .map_err(|e| failed(name, &e))?;
+        prog.load()
+            .map_err(|e| failed(&format!("verifying {name}"), &e))?;
+        prog.attach(tracepoint).map_err(|e| {
+            failed(
+                &format!("attaching {name} to raw tracepoint {tracepoint}"),
+                &e,
+            )
+        })?;
+        let verified = prog
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count())
+            .unwrap_or(0);
         let maps = Maps {
             inodes: take_map(&mut bpf, "INODES")?,
             ignored: take_map(&mut bpf, "IGNORED")?,
@@ -355,10 +342,9 @@ impl Capture {
             settings: take_map(&mut bpf, "SETTINGS")?,
         };
         tracing::info!(
-            "eBPF capture loaded in {:?}: {loops} rings of {} KiB; instructions verified: {}",
+            "eBPF capture loaded in {:?}: {loops} rings of {} KiB; {verified} instructions verified",
             started.elapsed(),
             opts.ring_bytes >> 10,
-            verified.join(" ")
         );
         Ok(Capture {
             shared: Arc::new(super::rings::LoopShared {
@@ -489,7 +475,7 @@ impl Drop for Capture {
     }
 }
 
-/// The program's `Config`: offsets from BTF and tracefs, the cgroup
+/// The program's `Config`: offsets from BTF, the cgroup
 /// hierarchy, and the rings.
 fn config(opts: &Options) -> Result<Config, String> {
     let mut cfg = Config {
@@ -502,7 +488,6 @@ fn config(opts: &Options) -> Result<Config, String> {
     let hierarchy = cgroup::detect(Path::new("/sys/fs/cgroup"))?;
     btf::cgroup_offsets(&kernel, &hierarchy, &mut cfg)?;
     tracing::debug!("eBPF capture: writers' cgroups from {hierarchy:?}");
-    tracefs::tracepoint_offsets(&tracefs::root()?, &mut cfg)?;
     tracing::debug!("eBPF capture config: {cfg:?}");
     Ok(cfg)
 }
