@@ -3,8 +3,9 @@
 //! `collector-common/`).
 //!
 //! A program on the `sys_exit` raw tracepoint sees every `write(2)` and
-//! `writev(2)` return, matches the inode written to (a pipe or pty) against inodes registered here with [`Capture::register`],
-//! and copy the written bytes into BPF ring buffers: up to 64 KiB per
+//! `writev(2)` return, matches the inode written to (a pipe or pty)
+//! against inodes registered here with [`Capture::register`], and copies
+//! the written bytes into BPF ring buffers: up to 64 KiB per
 //! syscall, in [`Record`]s of up to 16 KiB. Matching is by inode, not by
 //! process, so everything a container writes to its stdout/stderr is seen,
 //! whichever process or fd (`dup2`, `/dev/stdout`) it goes through.
