@@ -70,19 +70,55 @@ impl Output {
     /// the routes and `/logs` clients, if any listen (only then is an
     /// `Envelope` built for it).
     pub fn line(&self, shard: usize, template: &EnvelopeTemplate, stream: Stream, line: Line) {
+        let encoded = self.publish(template, stream, line);
+        self.send(shard, encoded);
+    }
+
+    /// Like [`Output::line`], but the shard's lane is not woken until
+    /// [`Output::end_round`]: for a source that hands lines in rounds (an
+    /// eBPF ring loop drains its ring in rounds). The lane then takes a
+    /// round's lines as full batches, instead of being woken, and sending,
+    /// for every few lines while the source is busy.
+    pub fn line_in_round(
+        &self,
+        shard: usize,
+        template: &EnvelopeTemplate,
+        stream: Stream,
+        line: Line,
+    ) {
+        let encoded = self.publish(template, stream, line);
+        self.metrics.ingress.inc();
+        if self.diode(shard).push_quiet(encoded) {
+            self.metrics.dropped(Direction::Ingress, 1);
+        }
+    }
+
+    /// Ends a round of [`Output::line_in_round`]: wakes `shard`'s lane if
+    /// lines wait for it.
+    pub fn end_round(&self, shard: usize) {
+        self.diode(shard).wake_if_ready();
+    }
+
+    /// Encodes a container line for the diodes, and hands it to the routes
+    /// if any listen.
+    fn publish(&self, template: &EnvelopeTemplate, stream: Stream, line: Line) -> Bytes {
         let encoded = template.encode(stream, &line);
         self.routes.publish(|| Event {
             envelope: template.envelope(stream, line),
             container: Some(template.info.clone()),
         });
-        self.send(shard, encoded);
+        encoded
+    }
+
+    fn diode(&self, shard: usize) -> &Diode<Bytes> {
+        &self.diodes[shard % self.shards()]
     }
 
     /// Parks an encoded envelope in `shard`'s diode; a full diode drops its
     /// oldest envelope and counts it.
     pub fn send(&self, shard: usize, e: Bytes) {
         self.metrics.ingress.inc();
-        if self.diodes[shard % self.shards()].push(e) {
+        if self.diode(shard).push(e) {
             self.metrics.dropped(Direction::Ingress, 1);
         }
     }

@@ -228,6 +228,7 @@ async fn run_link(
             let n = next.envelopes as u64;
             permit.send(next.bytes);
             metrics.egress.inc_by(n);
+            metrics.egress_batches.inc();
             if !healthy {
                 healthy = true;
                 backoff.reset();

@@ -37,6 +37,26 @@ impl<T> Diode<T> {
         dropped
     }
 
+    /// Adds `item` like [`Diode::push`] but does not wake the reader: for
+    /// a producer that hands items in rounds and calls
+    /// [`Diode::wake_if_ready`] at the end of each, so that the reader
+    /// takes a round as one batch instead of being woken per item.
+    pub fn push_quiet(&self, item: T) -> bool {
+        let dropped = self.queue.force_push(item).is_some();
+        if dropped {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        dropped
+    }
+
+    /// Wakes the reader if anything waits in the diode (after
+    /// [`Diode::push_quiet`]s).
+    pub fn wake_if_ready(&self) {
+        if !self.queue.is_empty() {
+            self.ready.notify_one();
+        }
+    }
+
     pub fn pop(&self) -> Option<T> {
         self.queue.pop()
     }
@@ -166,6 +186,32 @@ pub fn current_cpu() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_pushes_wake_the_reader_only_when_told() {
+        let d = Arc::new(Diode::new(4));
+        let reader = {
+            let d = d.clone();
+            tokio::spawn(async move {
+                d.ready().await;
+                let mut got = Vec::new();
+                while let Some(i) = d.pop() {
+                    got.push(i);
+                }
+                got
+            })
+        };
+        tokio::task::yield_now().await;
+        for i in 0..5 {
+            d.push_quiet(i);
+        }
+        assert_eq!(d.dropped(), 1, "quiet pushes drop the oldest too");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!reader.is_finished(), "woken by a quiet push");
+        d.wake_if_ready();
+        assert_eq!(reader.await.unwrap(), vec![1, 2, 3, 4]);
+    }
 
     #[test]
     fn full_diode_drops_oldest_and_counts() {

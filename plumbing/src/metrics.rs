@@ -64,6 +64,9 @@ pub struct SelfMetrics {
     pub ingress: Counter,
     /// Envelopes sent on.
     pub egress: Counter,
+    /// Batches (gRPC messages) sent on: `egress / egress_batches` is the
+    /// mean batch size.
+    pub egress_batches: Counter,
     dropped: Family<Labels, Counter>,
     /// Open subscriptions (router, RLP).
     pub subscriptions: Gauge,
@@ -77,10 +80,16 @@ impl SelfMetrics {
         let mut registry = Registry::with_prefix("spillway");
         let ingress = Counter::default();
         let egress = Counter::default();
+        let egress_batches = Counter::default();
         let dropped = Family::<Labels, Counter>::default();
         let subscriptions = Gauge::default();
         registry.register("ingress", "Envelopes received", ingress.clone());
         registry.register("egress", "Envelopes sent on", egress.clone());
+        registry.register(
+            "egress_batches",
+            "Batches (gRPC messages) sent on; egress / egress_batches is the mean batch size",
+            egress_batches.clone(),
+        );
         registry.register(
             "dropped",
             "Envelopes dropped, by direction (ingress: refused on arrival; egress: lost in a buffer towards the next stage)",
@@ -96,6 +105,7 @@ impl SelfMetrics {
             source_id: format!("spillway-{binary}"),
             ingress,
             egress,
+            egress_batches,
             dropped,
             subscriptions,
             last: Default::default(),

@@ -123,14 +123,14 @@ impl LoopHandler {
             },
         };
         let (output, shard, info) = (&self.output, self.shard, &state.info);
-        let send = |line| output.line(shard, &info.template, info.stream, line);
+        let send = |line| output.line_in_round(shard, &info.template, info.stream, line);
         state.lines.push(data, timestamp, now, send);
         if truncated {
             // The rest of this write was not captured: end the line here
             // rather than glue the next write onto it.
             state
                 .lines
-                .flush(|line| output.line(shard, &info.template, info.stream, line));
+                .flush(|line| output.line_in_round(shard, &info.template, info.stream, line));
         }
     }
 
@@ -275,9 +275,9 @@ impl LoopHandler {
                 None => {
                     let mut state = self.streams.remove(&cookie).unwrap();
                     let (output, shard, info) = (&self.output, self.shard, &state.info);
-                    state
-                        .lines
-                        .flush(|line| output.line(shard, &info.template, info.stream, line));
+                    state.lines.flush(|line| {
+                        output.line_in_round(shard, &info.template, info.stream, line)
+                    });
                 }
             }
         }
@@ -307,13 +307,23 @@ impl Handler for LoopHandler {
         }
     }
 
+    /// After each drain of the ring: flushes old partial lines, follows
+    /// the registry, gives up on old unclaimed writes, then wakes this
+    /// loop's lane once for the whole round (see [`Output::line_in_round`]).
     fn tick(&mut self, now: Instant) {
+        self.settle_round(now);
+        self.output.end_round(self.shard);
+    }
+}
+
+impl LoopHandler {
+    fn settle_round(&mut self, now: Instant) {
         for state in self.streams.values_mut() {
             let (output, shard, info) = (&self.output, self.shard, &state.info);
             state
                 .lines
                 .flush_if_older(PARTIAL_LINE_TIMEOUT, now, |line| {
-                    output.line(shard, &info.template, info.stream, line)
+                    output.line_in_round(shard, &info.template, info.stream, line)
                 });
         }
         let generation = self.registry.generation();

@@ -347,6 +347,7 @@ impl Capture {
             started.elapsed(),
             opts.ring_bytes >> 10,
         );
+        release_freed_heap();
         Ok(Capture {
             shared: Arc::new(super::rings::LoopShared {
                 stop: Default::default(),
@@ -491,6 +492,17 @@ fn config(opts: &Options) -> Result<Config, String> {
     tracing::debug!("eBPF capture: writers' cgroups from {hierarchy:?}");
     tracing::debug!("eBPF capture config: {cfg:?}");
     Ok(cfg)
+}
+
+/// Parsing the kernel's BTF (a few MiB, parsed into ~25 MiB of types)
+/// leaves that much freed heap that glibc keeps; hand it back to the
+/// kernel, or it stays in the collector's RSS for good.
+fn release_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Kernels before 5.11 charge BPF memory to `RLIMIT_MEMLOCK`; later ones
