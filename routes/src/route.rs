@@ -24,6 +24,9 @@ use crate::transport::{self, Framing, Link, Transport};
 
 /// Events a route holds before it drops its oldest (option `buffer=`).
 pub const DEFAULT_BUFFER: usize = 10_000;
+/// The largest `buffer=`: events are shared between routes, but one route
+/// may hold this many (up to 16 KiB each) while its receiver is down.
+pub const MAX_BUFFER: usize = 100_000;
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write that takes longer means a stuck receiver: redial.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,12 +71,12 @@ pub fn build(spec: &RouteSpec) -> Result<Parts, String> {
         )
     })?;
     let mut options = Options::new(&spec.options);
-    let buffer = options
-        .take_parsed("buffer", "a number of events")?
-        .unwrap_or(DEFAULT_BUFFER);
-    if buffer == 0 {
-        return Err("option buffer=0: a route needs room for at least one event".into());
-    }
+    let buffer = options.take_bounded(
+        "buffer",
+        "a number of events",
+        1..=MAX_BUFFER,
+        DEFAULT_BUFFER,
+    )?;
     let include_metrics = match options.take("include") {
         None => false,
         Some(v) if v == "metrics" => true,

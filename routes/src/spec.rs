@@ -188,6 +188,37 @@ impl Options {
             .transpose()
     }
 
+    /// Takes a number that must lie in `range` (limits that protect the
+    /// collector's memory); `default` when the option is not given. The
+    /// error names the option, the value and the range.
+    pub fn take_bounded(
+        &mut self,
+        key: &str,
+        what: &str,
+        range: std::ops::RangeInclusive<usize>,
+        default: usize,
+    ) -> Result<usize, String> {
+        let Some(v) = self.take(key) else {
+            return Ok(default);
+        };
+        let out_of_range = || {
+            format!(
+                "option {key}={v:?} must be {what} from {} to {}",
+                range.start(),
+                range.end()
+            )
+        };
+        // Digits too many for a usize are out of range, not "not a number".
+        if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+            return v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(out_of_range);
+        }
+        Err(out_of_range())
+    }
+
     /// Takes a duration such as `500ms` or `2s`.
     pub fn take_duration(&mut self, key: &str) -> Result<Option<Duration>, String> {
         self.take(key)

@@ -161,9 +161,11 @@ impl Routes {
         Ok(())
     }
 
-    /// Starts the routes saved in the state directory. One that no longer
-    /// builds (say, its adapter is not compiled in) is reported and kept
-    /// in the file.
+    /// Starts the routes saved in the state directory. A route that does
+    /// not start (written by another version: an option out of range, an
+    /// adapter not compiled in, an entry that is not a route) is logged and
+    /// skipped, the others start; the file as it was is then copied to
+    /// `routes.json.bak` before anything overwrites it.
     pub fn restore(&self) -> Result<usize, String> {
         let Some(file) = &self.state_file else {
             return Ok(0);
@@ -173,17 +175,57 @@ impl Routes {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
         };
-        let specs: Vec<RouteSpec> = serde_json::from_str(&text)
+        let entries: Vec<serde_json::Value> = serde_json::from_str(&text)
             .map_err(|e| format!("{} is not a routes file: {e}", file.display()))?;
-        let mut started = 0;
-        for spec in specs {
+        let (mut started, mut skipped) = (0, 0);
+        for (n, entry) in entries.into_iter().enumerate() {
+            let spec = match serde_json::from_value::<RouteSpec>(entry) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    tracing::error!(
+                        "saved route #{} in {} skipped: not a route: {e}",
+                        n + 1,
+                        file.display()
+                    );
+                    skipped += 1;
+                    continue;
+                }
+            };
             let id = spec.id.clone();
             match self.start(spec, true) {
                 Ok(()) => started += 1,
-                Err(e) => tracing::error!("saved route {id} not started: {}", describe(&e)),
+                Err(e) => {
+                    tracing::error!(
+                        "saved route {id} in {} skipped: {}",
+                        file.display(),
+                        describe(&e)
+                    );
+                    skipped += 1;
+                }
             }
         }
+        if skipped > 0 {
+            self.back_up(file);
+        }
         Ok(started)
+    }
+
+    /// Copies the state file to `routes.json.bak`, so that routes this
+    /// version could not start are not lost when it saves.
+    fn back_up(&self, file: &Path) {
+        let backup = file.with_extension("json.bak");
+        match std::fs::copy(file, &backup) {
+            Ok(_) => tracing::warn!(
+                "kept a copy of {} as it was in {}",
+                file.display(),
+                backup.display()
+            ),
+            Err(e) => tracing::error!(
+                "cannot copy {} to {}: {e}",
+                file.display(),
+                backup.display()
+            ),
+        }
     }
 
     pub fn list(&self) -> Vec<RouteView> {

@@ -1,0 +1,188 @@
+//! Routes that would crash, hang or bloat the collector are refused (or,
+//! saved by an older version, skipped) while the collector stays healthy:
+//! numeric options bounded, file options read only from small regular
+//! files, templates under a fuel bound, a limit on the number of routes,
+//! the routes API atomic with its state file, and logspout's route JSON.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use spillway_e2e::*;
+
+/// `curl` → (status, body).
+fn curl(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "-m",
+        "10",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+    ])
+    .arg(format!("http://127.0.0.1:{port}{path}"));
+    if let Some(b) = body {
+        cmd.args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &b.to_string(),
+        ]);
+    }
+    let out = cmd.output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').expect("a status line");
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// POSTs `uri` as a route: (status, the error message or the route's id).
+fn post_uri(port: u16, uri: &str) -> (u16, String) {
+    let (code, body) = curl(port, "POST", "/routes", Some(&json!({ "uri": uri })));
+    let v = json(&body);
+    let text = v["error"]
+        .as_str()
+        .or(v["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    (code, text)
+}
+
+fn route_ids(port: u16) -> Vec<String> {
+    let (code, body) = curl(port, "GET", "/routes", None);
+    assert_eq!(code, 200, "{body}");
+    json(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The collector answers `/health` and takes an envelope on ingress.
+async fn assert_healthy(collector: &Collector, certs: &Certs, after: &str) {
+    assert_eq!(
+        curl(collector.http_port, "GET", "/health", None).0,
+        200,
+        "/health after {after}"
+    );
+    let mut client = collector.client(certs).await;
+    let sent = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.send(v2::EnvelopeBatch {
+            batch: vec![numbered_log("hardening", 1)],
+        }),
+    )
+    .await;
+    assert!(matches!(sent, Ok(Ok(_))), "ingress after {after}: {sent:?}");
+}
+
+/// Runs the collector with `args` until it exits: (status, stderr).
+fn collector_exit(certs: &Certs, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin("spillway-collector"))
+        .args(["--insecure-plaintext", "--source", "none"])
+        .args(["--ingress-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--state-dir", &certs.dir.join("exit").display().to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn numeric_route_options_are_bounded() {
+    let certs = Certs::new();
+    let collector = Collector::start(&certs, &[], &[]);
+    let port = collector.http_port;
+    for (uri, needle) in [
+        (
+            "syslog://127.0.0.1:9?buffer=18446744073709551615",
+            "buffer=\"18446744073709551615\"",
+        ),
+        ("syslog://127.0.0.1:9?buffer=1000000000", "from 1 to 100000"),
+        ("syslog://127.0.0.1:9?buffer=0", "buffer=\"0\""),
+        ("syslog://127.0.0.1:9?buffer=-1", "buffer=\"-1\""),
+        (
+            "multiline+raw+tcp://127.0.0.1:9?multiline.max_bytes=18446744073709551615",
+            "multiline.max_bytes",
+        ),
+        ("syslog://127.0.0.1:9?max_datagram=70000", "max_datagram"),
+    ] {
+        let (code, error) = post_uri(port, uri);
+        assert_eq!(code, 400, "{uri}: {error}");
+        assert!(error.contains(needle), "{uri}: {error}");
+        assert!(!error.contains('\n'), "one line: {error}");
+    }
+    assert!(route_ids(port).is_empty());
+    assert_healthy(&collector, &certs, "out-of-range options").await;
+    // Positive control: the largest values are taken.
+    for uri in [
+        "syslog://127.0.0.1:9?buffer=100000",
+        "multiline+raw+tcp://127.0.0.1:9?multiline.max_bytes=16777216",
+    ] {
+        let (code, text) = post_uri(port, uri);
+        assert_eq!(code, 201, "{uri}: {text}");
+    }
+    assert_eq!(route_ids(port).len(), 2);
+    assert_healthy(&collector, &certs, "routes at the limits").await;
+
+    // The same through --route: exit 2 and one line naming the value.
+    let (status, stderr) = collector_exit(
+        &certs,
+        &[
+            "--route",
+            "syslog://127.0.0.1:9?buffer=18446744073709551615",
+        ],
+    );
+    assert_eq!(status, Some(2), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("buffer="))
+        .unwrap_or_else(|| panic!("no line names buffer=: {stderr}"));
+    assert!(line.contains("from 1 to 100000"), "{line}");
+}
+
+#[tokio::test]
+async fn a_bad_saved_route_is_skipped_and_the_rest_start() {
+    let certs = Certs::new();
+    let state = certs.dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let saved = json!([
+        {"id": "huge", "adapter": "syslog", "address": "127.0.0.1:9",
+         "options": {"buffer": "18446744073709551615"}},
+        {"id": "not-a-route", "adapter": 7},
+        {"id": "good", "adapter": "raw+tcp", "address": "127.0.0.1:9",
+         "filters": {"name": "web-*"}, "options": {"buffer": "50"}},
+    ])
+    .to_string();
+    std::fs::write(state.join("routes.json"), &saved).unwrap();
+    let state_flag = state.display().to_string();
+    let collector = Collector::start(&certs, &[], &["--state-dir", &state_flag]);
+    assert_eq!(route_ids(collector.http_port), ["good"]);
+    let (_, body) = curl(collector.http_port, "GET", "/routes/good", None);
+    let good = json(&body);
+    assert_eq!(good["filters"]["name"], "web-*");
+    assert_eq!(good["options"]["buffer"], "50");
+    assert_healthy(&collector, &certs, "a bad saved route").await;
+    let log = collector.proc.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("saved route huge") && l.contains("buffer=")),
+        "{log}"
+    );
+    assert!(log.contains("saved route #2"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(state.join("routes.json.bak")).unwrap(),
+        saved
+    );
+}
