@@ -186,3 +186,54 @@ async fn a_bad_saved_route_is_skipped_and_the_rest_start() {
         saved
     );
 }
+
+#[tokio::test]
+async fn file_options_read_only_small_regular_files() {
+    let certs = Certs::new();
+    let collector = Collector::start(&certs, &[], &[]);
+    let port = collector.http_port;
+    let fifo = certs.dir.join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let fifo = fifo.display().to_string();
+    let big = certs.path("big.pem");
+    std::fs::write(&big, vec![b'a'; 2 << 20]).unwrap();
+    let (ca, cert, key) = (
+        certs.path("ca.pem"),
+        certs.path("client.pem"),
+        certs.path("client-key.pem"),
+    );
+    let tls = "syslog+tls://127.0.0.1:6514?system_roots=false";
+    for (uri, needle) in [
+        (format!("{tls}&ca={fifo}"), "not a regular file"),
+        (
+            format!("{tls}&ca={ca}&cert={cert}&key={fifo}"),
+            "not a regular file",
+        ),
+        (format!("{tls}&ca=/dev/zero"), "not a regular file"),
+        (format!("{tls}&ca=/dev/urandom"), "not a regular file"),
+        (
+            format!("{tls}&ca={}", certs.dir.display()),
+            "not a regular file",
+        ),
+        (format!("{tls}&ca={big}"), "larger than 1048576 bytes"),
+    ] {
+        let (code, error) = post_uri(port, &uri);
+        assert_eq!(code, 400, "{uri}: {error}");
+        assert!(error.contains(needle), "{uri}: {error}");
+        assert_healthy(&collector, &certs, &uri).await;
+    }
+    assert!(route_ids(port).is_empty());
+    // Positive control: real files are read.
+    let (code, text) = post_uri(port, &format!("{tls}&ca={ca}&cert={cert}&key={key}"));
+    assert_eq!(code, 201, "{text}");
+
+    // The same through --route: exit 2, naming the option (and no hang:
+    // the FIFO has no writer).
+    let (status, stderr) = collector_exit(&certs, &["--route", &format!("{tls}&ca={fifo}")]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ca=") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+}

@@ -4,6 +4,9 @@
 //! `{"adapter": "syslog+tls", "address": "host:6514", "filters": {...},
 //! "options": {...}}`, with an optional `"id"`; it answers 201 with the
 //! route, 400 naming what is wrong, or 409 if the id is taken.
+//!
+//! Adding and removing run on tokio's blocking pool: they read the files
+//! a route names and write the state file.
 
 use std::sync::Arc;
 
@@ -42,7 +45,13 @@ async fn add(State(routes): State<Arc<Routes>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad route JSON: {e}")),
     };
-    match routes.add(request) {
+    // Building a route reads files and renders a trial of its templates,
+    // and saving writes the state file: blocking work, off the runtime.
+    let added = tokio::task::spawn_blocking(move || routes.add(request)).await;
+    let Ok(added) = added else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "adding the route failed");
+    };
+    match added {
         Ok(view) => (StatusCode::CREATED, Json(view)).into_response(),
         Err(AddError::Invalid(m)) => error(StatusCode::BAD_REQUEST, m),
         Err(AddError::Exists(id)) => error(
@@ -54,7 +63,18 @@ async fn add(State(routes): State<Arc<Routes>>, body: Bytes) -> Response {
 }
 
 async fn remove(State(routes): State<Arc<Routes>>, Path(id): Path<String>) -> Response {
-    match routes.remove(&id) {
+    let removed = tokio::task::spawn_blocking({
+        let id = id.clone();
+        move || routes.remove(&id)
+    })
+    .await;
+    let Ok(removed) = removed else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "removing the route failed",
+        );
+    };
+    match removed {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, format!("no route {id:?}")),
         Err(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
