@@ -237,3 +237,78 @@ async fn file_options_read_only_small_regular_files() {
         "{stderr}"
     );
 }
+
+/// A TCP receiver on loopback: the first line it gets.
+fn first_line(listener: std::net::TcpListener) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let (conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(conn).read_line(&mut line).unwrap();
+        line
+    })
+}
+
+#[tokio::test]
+async fn expensive_templates_are_refused_and_cheap_ones_render() {
+    let certs = Certs::new();
+    let collector = Collector::start(&certs, &[], &[]);
+    let port = collector.http_port;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let receiver = listener.local_addr().unwrap().port();
+    let nested =
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+    for _ in 0..4 {
+        let (code, body) = curl(
+            port,
+            "POST",
+            "/routes",
+            Some(&json!({
+                "adapter": "raw+tcp", "address": format!("127.0.0.1:{receiver}"),
+                "options": {"include": "metrics", "template": nested},
+            })),
+        );
+        assert_eq!(code, 400, "{body}");
+        let error = json(&body)["error"].as_str().unwrap().to_owned();
+        assert!(
+            error.contains("option template=") && error.contains("too much work"),
+            "{error}"
+        );
+    }
+    // Syslog header fields are templates too.
+    let (code, error) = post_uri(
+        port,
+        &format!(
+            "syslog+tcp://127.0.0.1:{receiver}?hostname={}",
+            nested.replace('%', "%25").replace(' ', "%20")
+        ),
+    );
+    assert_eq!(code, 400, "{error}");
+    assert!(error.contains("hostname="), "{error}");
+    assert!(route_ids(port).is_empty());
+
+    // Positive control: a cheap template renders each metric.
+    let got = first_line(listener);
+    let (code, body) = curl(
+        port,
+        "POST",
+        "/routes",
+        Some(&json!({
+            "adapter": "raw+tcp", "address": format!("127.0.0.1:{receiver}"),
+            "options": {"include": "metrics",
+                        "template": "{% for i in range(3) %}{{ source_id }}{% endfor %}!"},
+        })),
+    );
+    assert_eq!(code, 201, "{body}");
+    let mut client = collector.client(&certs).await;
+    client
+        .send(v2::EnvelopeBatch {
+            batch: vec![v2::Envelope::counter("tpl", "hits", 1, 1)],
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.join().unwrap(), "tpltpltpl!\n");
+    assert_healthy(&collector, &certs, "templates").await;
+}

@@ -128,6 +128,7 @@ pub async fn run(
     counters: Counters,
     status: Arc<Status>,
 ) {
+    let off_runtime = parts.adapter.renders_templates();
     let mut failures = Failures::new(&id, &address);
     let mut backoff = Backoff::new(Duration::from_millis(100), REDIAL_MAX);
     let mut link: Option<Link> = None;
@@ -146,11 +147,30 @@ pub async fn run(
                     None => tap.ready().await,
                 }
             }
-            for _ in 0..BATCH {
-                let Some(event) = tap.pop() else { break };
-                parts.adapter.write(&event, &mut msgs);
+            if off_runtime {
+                // Templates: on the blocking pool. A route deleted
+                // meanwhile stops after this batch.
+                let (adapter, tap) = (
+                    std::mem::replace(&mut parts.adapter, Box::new(Idle)),
+                    tap.clone(),
+                );
+                let mut out = std::mem::take(&mut msgs);
+                let adapted = tokio::task::spawn_blocking(move || {
+                    let mut adapter = adapter;
+                    adapt(&mut *adapter, &tap, &mut out);
+                    (adapter, out)
+                })
+                .await;
+                match adapted {
+                    Ok((adapter, out)) => (parts.adapter, msgs) = (adapter, out),
+                    Err(e) => {
+                        tracing::error!("route {id}: adapting events failed, route stopped: {e}");
+                        return;
+                    }
+                }
+            } else {
+                adapt(&mut *parts.adapter, &tap, &mut msgs);
             }
-            parts.adapter.flush(Some(Instant::now()), &mut msgs);
             if msgs.is_empty() {
                 continue;
             }
@@ -231,6 +251,23 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Adapts up to [`BATCH`] events from `tap` into `msgs`, and what the
+/// adapter holds back that is due.
+fn adapt(adapter: &mut dyn Adapter, tap: &Tap, msgs: &mut Vec<Bytes>) {
+    for _ in 0..BATCH {
+        let Some(event) = tap.pop() else { break };
+        adapter.write(&event, msgs);
+    }
+    adapter.flush(Some(Instant::now()), msgs);
+}
+
+/// Stands in for a route's adapter while it works on the blocking pool.
+struct Idle;
+
+impl Adapter for Idle {
+    fn write(&mut self, _event: &crate::event::Event, _out: &mut Vec<Bytes>) {}
 }
 
 /// Whether a stream's receiver has closed it. Syslog receivers never send

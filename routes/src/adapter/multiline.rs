@@ -113,6 +113,10 @@ impl Multiline {
 }
 
 impl Adapter for Multiline {
+    fn renders_templates(&self) -> bool {
+        self.inner.renders_templates()
+    }
+
     fn write(&mut self, event: &Event, out: &mut Vec<Bytes>) {
         let (Some(c), Some(stream), Some(log)) = (&event.container, event.stream(), event.log())
         else {
