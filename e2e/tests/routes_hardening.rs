@@ -312,3 +312,92 @@ async fn expensive_templates_are_refused_and_cheap_ones_render() {
     assert_eq!(got.join().unwrap(), "tpltpltpl!\n");
     assert_healthy(&collector, &certs, "templates").await;
 }
+
+/// The collector's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// POSTs `n` copies of `body` in one curl run; the status of each.
+fn post_many(port: u16, body: &Value, n: usize) -> Vec<u16> {
+    let url = format!("http://127.0.0.1:{port}/routes");
+    let out = Command::new("curl")
+        .args(["-s", "-w", "%{http_code}\n", "-X", "POST"])
+        .args(["-H", "Content-Type: application/json"])
+        .args(["--data-binary", &body.to_string()])
+        .args((0..n).flat_map(|_| ["-o", "/dev/null", &url]))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_number_of_routes_is_limited() {
+    let certs = Certs::new();
+    for bad in ["0", "100001", "many"] {
+        let (status, stderr) = collector_exit(&certs, &["--max-routes", bad]);
+        assert_eq!(status, Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--max-routes"), "{bad}: {stderr}");
+    }
+    // --route flags count too.
+    let (status, stderr) = collector_exit(
+        &certs,
+        &[
+            "--max-routes",
+            "1",
+            "--route",
+            "syslog://127.0.0.1:9",
+            "--route",
+            "syslog://127.0.0.1:10",
+        ],
+    );
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("--max-routes 1"), "{stderr}");
+
+    let collector = Collector::start(
+        &certs,
+        &[],
+        &["--max-routes", "3", "--route", "syslog://127.0.0.1:9"],
+    );
+    let port = collector.http_port;
+    let body = json!({"uri": "syslog://127.0.0.1:9"});
+    assert_eq!(post_many(port, &body, 3), [201, 201, 400]);
+    let (code, error) = post_uri(port, "syslog://127.0.0.1:9");
+    assert_eq!(code, 400);
+    assert!(error.contains("--max-routes 3"), "{error}");
+    let ids = route_ids(port);
+    assert_eq!(ids.len(), 3);
+    let api_route = ids.iter().find(|i| !i.starts_with("flag-")).unwrap();
+    assert_eq!(
+        curl(port, "DELETE", &format!("/routes/{api_route}"), None).0,
+        204
+    );
+    assert_eq!(post_uri(port, "syslog://127.0.0.1:9").0, 201);
+}
+
+#[tokio::test]
+async fn an_idle_route_costs_little_memory() {
+    let certs = Certs::new();
+    let collector = Collector::start(&certs, &[], &[]);
+    let pid = collector.proc.pid().unwrap();
+    let before = rss_kib(pid);
+    let n = 1000;
+    let codes = post_many(
+        collector.http_port,
+        &json!({"uri": "syslog://127.0.0.1:9"}),
+        n,
+    );
+    assert!(codes.iter().all(|c| *c == 201), "{codes:?}");
+    assert_eq!(route_ids(collector.http_port).len(), n);
+    let per_route = (rss_kib(pid).saturating_sub(before)) / n as u64;
+    eprintln!("{per_route} KiB per idle route");
+    assert!(per_route < 24, "{per_route} KiB per idle route");
+}

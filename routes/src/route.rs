@@ -33,6 +33,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait between two dials: a receiver that comes back is
 /// written to again within this long.
 const REDIAL_MAX: Duration = Duration::from_secs(5);
+/// Bytes of framing buffer a route keeps between rounds.
+const BUF_KEEP: usize = 256 << 10;
 /// Events adapted and written per round.
 const BATCH: usize = 512;
 /// A route logs a failing receiver at most this often.
@@ -237,6 +239,11 @@ pub async fn run(
                         counters.sent.inc_by(msgs.len() as u64);
                         msgs.clear();
                         backoff.reset();
+                        // A burst of long messages leaves no large buffer
+                        // behind on an idle route.
+                        if buf.capacity() > BUF_KEEP {
+                            buf = Vec::new();
+                        }
                     }
                     // Keep the messages: they go out on the next link.
                     Ok(Err(e)) => {

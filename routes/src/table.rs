@@ -17,6 +17,10 @@ use crate::spec::{RouteRequest, RouteSpec};
 
 /// The file in `--state-dir` that holds the routes added by the API.
 pub const STATE_FILE: &str = "routes.json";
+/// Routes a collector holds unless told otherwise (`--max-routes`).
+pub const DEFAULT_MAX_ROUTES: usize = 1000;
+/// The largest `--max-routes`.
+pub const MAX_MAX_ROUTES: usize = 100_000;
 
 /// The metric families of routes, labelled `route`.
 #[derive(Clone)]
@@ -119,16 +123,19 @@ pub struct Routes {
     hub: Arc<Hub>,
     metrics: RouteMetrics,
     state_file: Option<PathBuf>,
+    max_routes: usize,
     running: Mutex<BTreeMap<String, Running>>,
 }
 
 impl Routes {
-    /// Routes publishing from `hub`; API routes persist in `state_dir`
-    /// (created if missing) when one is given.
+    /// Routes publishing from `hub`, at most `max_routes` of them (from
+    /// flags, the API and the state file together); API routes persist in
+    /// `state_dir` (created if missing) when one is given.
     pub fn new(
         hub: Arc<Hub>,
         metrics: RouteMetrics,
         state_dir: Option<&Path>,
+        max_routes: usize,
     ) -> Result<Arc<Routes>, String> {
         let state_file = match state_dir {
             Some(dir) => {
@@ -142,6 +149,7 @@ impl Routes {
             hub,
             metrics,
             state_file,
+            max_routes,
             running: Mutex::new(BTreeMap::new()),
         }))
     }
@@ -264,6 +272,12 @@ impl Routes {
         let mut running = self.lock();
         if running.contains_key(&spec.id) {
             return Err(AddError::Exists(spec.id));
+        }
+        if running.len() >= self.max_routes {
+            return Err(AddError::Invalid(format!(
+                "the collector holds --max-routes {} routes already: delete one, or raise --max-routes",
+                self.max_routes
+            )));
         }
         let counters = self.metrics.counters(&spec.id);
         let tap = Tap::new(
