@@ -401,3 +401,138 @@ async fn an_idle_route_costs_little_memory() {
     eprintln!("{per_route} KiB per idle route");
     assert!(per_route < 24, "{per_route} KiB per idle route");
 }
+
+/// A mount made for a test, undone when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn run(args: &[&str]) {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `dir` mounted read-only on itself.
+    fn read_only(dir: &std::path::Path) -> Mount {
+        let d = dir.to_str().unwrap();
+        Self::run(&["mount", "--bind", d, d]);
+        let m = Mount(dir.into());
+        Self::run(&["mount", "-o", "remount,bind,ro", d]);
+        m
+    }
+
+    /// A tmpfs of `kib` KiB on `dir`.
+    fn tmpfs(dir: &std::path::Path, kib: u64) -> Mount {
+        let d = dir.to_str().unwrap();
+        Self::run(&[
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={kib}k"),
+            "tmpfs",
+            d,
+        ]);
+        Mount(dir.into())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn the_routes_api_is_atomic_with_its_state_file() {
+    if !spillway_e2e::docker::is_root() {
+        return skip("mount tests", "needs root (mount)");
+    }
+    let certs = Certs::new();
+    let state = certs.dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let state_flag = state.display().to_string();
+    let collector = Collector::start(&certs, &[], &["--state-dir", &state_flag]);
+    let port = collector.http_port;
+    let add = |id: &str| {
+        curl(
+            port,
+            "POST",
+            "/routes",
+            Some(&json!({"id": id, "uri": "syslog://127.0.0.1:9"})),
+        )
+    };
+    assert_eq!(add("keep").0, 201);
+
+    // Read-only state directory: nothing changes, and the API says so.
+    {
+        let _ro = Mount::read_only(&state);
+        let (code, body) = curl(port, "DELETE", "/routes/keep", None);
+        assert_eq!(code, 500, "{body}");
+        assert!(
+            json(&body)["error"]
+                .as_str()
+                .unwrap()
+                .contains("cannot save")
+        );
+        let (code, body) = add("new");
+        assert_eq!(code, 500, "{body}");
+        assert_eq!(route_ids(port), ["keep"]);
+    }
+    // Positive control: writable again, DELETE works.
+    assert_eq!(curl(port, "DELETE", "/routes/keep", None).0, 204);
+    assert!(route_ids(port).is_empty());
+
+    // A full disk: the route is not added, no temporary file is left.
+    {
+        let _full = Mount::tmpfs(&state, 64);
+        let mut filler = std::fs::File::create(state.join("filler")).unwrap();
+        let chunk = vec![0u8; 4096];
+        while std::io::Write::write_all(&mut filler, &chunk).is_ok() {}
+        let (code, body) = add("full");
+        assert_eq!(code, 500, "{body}");
+        let left: Vec<_> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["filler"]);
+        assert!(route_ids(port).is_empty());
+        drop(filler);
+        std::fs::remove_file(state.join("filler")).unwrap();
+        assert_eq!(add("fits").0, 201);
+        assert!(
+            std::fs::read_to_string(state.join("routes.json"))
+                .unwrap()
+                .contains("\"fits\"")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_routes_file_is_set_aside() {
+    let certs = Certs::new();
+    let state = certs.dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("routes.json"), "{not json").unwrap();
+    let state_flag = state.display().to_string();
+    let collector = Collector::start(&certs, &[], &["--state-dir", &state_flag]);
+    let port = collector.http_port;
+    assert!(route_ids(port).is_empty());
+    assert_healthy(&collector, &certs, "a corrupt routes.json").await;
+    let log = collector.proc.log();
+    assert!(
+        log.contains("is not a routes file") && log.contains("routes.json.bak"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("routes.json.bak")).unwrap(),
+        "{not json"
+    );
+    assert_eq!(post_uri(port, "syslog://127.0.0.1:9").0, 201);
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("routes.json")).unwrap()).unwrap();
+    assert_eq!(saved.as_array().unwrap().len(), 1);
+}
