@@ -536,3 +536,70 @@ async fn a_corrupt_routes_file_is_set_aside() {
         serde_json::from_str(&std::fs::read_to_string(state.join("routes.json")).unwrap()).unwrap();
     assert_eq!(saved.as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn logspout_route_json_is_accepted_and_answered() {
+    let certs = Certs::new();
+    let state = certs.dir.join("state");
+    let state_flag = state.display().to_string();
+    let start = || Collector::start(&certs, &[], &["--state-dir", &state_flag]);
+    let collector = start();
+    let port = collector.http_port;
+    // As logspout's README and routesapi take it.
+    let logspout = json!({
+        "adapter": "syslog+tcp",
+        "address": "127.0.0.1:514",
+        "filter_name": "web*",
+        "filter_sources": ["stdout"],
+        "filter_labels": ["com.example.foo:bar*"],
+        "filter_id": "abc123",
+        "options": {"format": "rfc3164"},
+    });
+    let (code, body) = curl(port, "POST", "/routes", Some(&logspout));
+    assert_eq!(code, 201, "{body}");
+    let route = json(&body);
+    let id = route["id"].as_str().unwrap().to_owned();
+    let check = |r: &Value| {
+        for key in [
+            "adapter",
+            "address",
+            "filter_name",
+            "filter_sources",
+            "filter_labels",
+            "filter_id",
+            "options",
+        ] {
+            assert_eq!(r[key], logspout[key], "{key} in {r}");
+        }
+        assert_eq!(r["filters"]["name"], "web*", "{r}");
+        assert_eq!(r["filters"]["id"], "abc123", "{r}");
+        assert_eq!(r["filters"]["sources"][0], "stdout", "{r}");
+        assert_eq!(r["filters"]["labels"][0], "com.example.foo:bar*", "{r}");
+    };
+    check(&route);
+    // Logspout's own id field, empty or given.
+    let mut named = logspout.clone();
+    named["id"] = json!("");
+    assert_eq!(curl(port, "POST", "/routes", Some(&named)).0, 201);
+    named["id"] = json!("papertrail");
+    assert_eq!(curl(port, "POST", "/routes", Some(&named)).0, 201);
+    // Both spellings of one filter: refused, naming them.
+    let mut twice = logspout.clone();
+    twice["filters"] = json!({"name": "db*"});
+    let (code, body) = curl(port, "POST", "/routes", Some(&twice));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("filter_name"), "{body}");
+    // Logspout's filters are checked like ours.
+    let mut bad = logspout.clone();
+    bad["filter_sources"] = json!(["stdlog"]);
+    assert_eq!(curl(port, "POST", "/routes", Some(&bad)).0, 400);
+
+    // GET answers in both forms, also after a restart.
+    drop(collector);
+    let collector = start();
+    let (code, body) = curl(collector.http_port, "GET", &format!("/routes/{id}"), None);
+    assert_eq!(code, 200, "{body}");
+    check(&json(&body));
+    let (_, body) = curl(collector.http_port, "GET", "/routes", None);
+    assert_eq!(json(&body).as_array().unwrap().len(), 3);
+}

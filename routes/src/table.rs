@@ -70,11 +70,20 @@ impl RouteMetrics {
     }
 }
 
-/// A route as the API shows it.
+/// A route as the API shows it: ours, with logspout's field names for
+/// its filters next to `filters` (left out when unset, as logspout does).
 #[derive(Debug, Serialize)]
 pub struct RouteView {
     #[serde(flatten)]
     pub spec: RouteSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filter_sources: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filter_labels: Vec<String>,
     pub uri: String,
     /// Added by the API (kept across restarts), not by `--route`.
     pub persisted: bool,
@@ -107,7 +116,12 @@ struct Running {
 
 impl Running {
     fn view(&self) -> RouteView {
+        let f = &self.spec.filters;
         RouteView {
+            filter_name: f.name.clone(),
+            filter_id: f.id.clone(),
+            filter_sources: f.sources.clone(),
+            filter_labels: f.labels.clone(),
             spec: self.spec.clone(),
             uri: self.spec.uri(),
             persisted: self.persisted,
