@@ -603,3 +603,109 @@ async fn logspout_route_json_is_accepted_and_answered() {
     let (_, body) = curl(collector.http_port, "GET", "/routes", None);
     assert_eq!(json(&body).as_array().unwrap().len(), 3);
 }
+
+/// CPU time the process has used, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // utime and stime: fields 14 and 15 of stat, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn expensive_renders_stay_off_ingress_and_stop_with_their_route() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    let certs = Certs::new();
+    let collector = Collector::start(&certs, &[], &[]);
+    let port = collector.http_port;
+    let pid = collector.proc.pid().unwrap();
+    // A receiver counting lines, and those that say the fuel ran out.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let receiver = listener.local_addr().unwrap().port();
+    let (lines, out_of_fuel) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    {
+        let (lines, out_of_fuel) = (lines.clone(), out_of_fuel.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let (lines, out_of_fuel) = (lines.clone(), out_of_fuel.clone());
+                std::thread::spawn(move || {
+                    use std::io::BufRead;
+                    for line in std::io::BufReader::new(conn.unwrap()).lines() {
+                        let line = line.unwrap_or_default();
+                        lines.fetch_add(1, Ordering::Relaxed);
+                        if line.starts_with("template error: engine ran out of fuel") {
+                            out_of_fuel.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+    }
+    // Cheap on the sample line (so it is accepted), as costly as the fuel
+    // allows on the envelopes of source "heavy".
+    let template = "{% if source_id == 'heavy' %}{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}{% else %}{{ source_id }}{% endif %}";
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let (code, body) = curl(
+            port,
+            "POST",
+            "/routes",
+            Some(&json!({
+                "adapter": "raw+tcp", "address": format!("127.0.0.1:{receiver}"),
+                "options": {"include": "metrics", "template": template},
+            })),
+        );
+        assert_eq!(code, 201, "{body}");
+        ids.push(json(&body)["id"].as_str().unwrap().to_owned());
+    }
+    let mut client = collector.client(&certs).await;
+    client
+        .send(v2::EnvelopeBatch {
+            batch: (0..2000)
+                .map(|n| v2::Envelope::counter("heavy", "hits", 1, n))
+                .collect(),
+        })
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(60), "renders run out of fuel", || {
+        out_of_fuel.load(Ordering::Relaxed) >= 4
+    })
+    .await;
+    // While four routes render as hard as they may: /health and ingress
+    // answer promptly.
+    for round in 0..3 {
+        let started = Instant::now();
+        assert_healthy(&collector, &certs, "expensive renders").await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "round {round}: {took:?}");
+        assert!(
+            out_of_fuel.load(Ordering::Relaxed) < 8000,
+            "still rendering during round {round}"
+        );
+    }
+    for id in &ids {
+        assert_eq!(curl(port, "DELETE", &format!("/routes/{id}"), None).0, 204);
+    }
+    // Deleted, the routes stop rendering: within a few seconds the
+    // collector is idle and the receiver gets nothing more.
+    let deleted = Instant::now();
+    loop {
+        let (ticks, got) = (cpu_ticks(pid), lines.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if cpu_ticks(pid) - ticks <= 5 && lines.load(Ordering::Relaxed) == got {
+            break;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(5),
+            "still busy {:?} after the routes were deleted",
+            deleted.elapsed()
+        );
+    }
+    let rendered = out_of_fuel.load(Ordering::Relaxed);
+    assert!(rendered < 8000, "{rendered} of 8000 renders ran");
+    eprintln!("{rendered} of 8000 expensive renders ran before the routes were deleted");
+}

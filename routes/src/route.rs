@@ -37,6 +37,9 @@ const REDIAL_MAX: Duration = Duration::from_secs(5);
 const BUF_KEEP: usize = 256 << 10;
 /// Events adapted and written per round.
 const BATCH: usize = 512;
+/// Events a route with templates adapts per trip to the blocking pool: a
+/// deleted route stops after at most this many renders.
+const TEMPLATE_BATCH: usize = 32;
 /// A route logs a failing receiver at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(30);
 
@@ -150,8 +153,8 @@ pub async fn run(
                 }
             }
             if off_runtime {
-                // Templates: on the blocking pool. A route deleted
-                // meanwhile stops after this batch.
+                // Templates: on the blocking pool, a few events at a time.
+                // A route deleted meanwhile stops after these.
                 let (adapter, tap) = (
                     std::mem::replace(&mut parts.adapter, Box::new(Idle)),
                     tap.clone(),
@@ -159,7 +162,7 @@ pub async fn run(
                 let mut out = std::mem::take(&mut msgs);
                 let adapted = tokio::task::spawn_blocking(move || {
                     let mut adapter = adapter;
-                    adapt(&mut *adapter, &tap, &mut out);
+                    adapt(&mut *adapter, &tap, &mut out, TEMPLATE_BATCH);
                     (adapter, out)
                 })
                 .await;
@@ -171,7 +174,7 @@ pub async fn run(
                     }
                 }
             } else {
-                adapt(&mut *parts.adapter, &tap, &mut msgs);
+                adapt(&mut *parts.adapter, &tap, &mut msgs, BATCH);
             }
             if msgs.is_empty() {
                 continue;
@@ -260,10 +263,10 @@ pub async fn run(
     }
 }
 
-/// Adapts up to [`BATCH`] events from `tap` into `msgs`, and what the
-/// adapter holds back that is due.
-fn adapt(adapter: &mut dyn Adapter, tap: &Tap, msgs: &mut Vec<Bytes>) {
-    for _ in 0..BATCH {
+/// Adapts up to `max` events from `tap` into `msgs`, and what the adapter
+/// holds back that is due.
+fn adapt(adapter: &mut dyn Adapter, tap: &Tap, msgs: &mut Vec<Bytes>, max: usize) {
+    for _ in 0..max {
         let Some(event) = tap.pop() else { break };
         adapter.write(&event, msgs);
     }
