@@ -141,8 +141,16 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         Some(&flags.state_dir),
         flags.max_routes as usize,
     )?;
-    routes.start_flags(&flags.route)?;
-    let restored = routes.restore()?;
+    // Building routes reads the files they name: blocking work.
+    let restored = tokio::task::spawn_blocking({
+        let (routes, uris) = (routes.clone(), flags.route.clone());
+        move || {
+            routes.start_flags(&uris)?;
+            routes.restore()
+        }
+    })
+    .await
+    .map_err(|e| format!("starting the routes failed: {e}"))??;
     let diodes: Arc<PerCore<Envelope>> = PerCore::for_this_machine(flags.buffer_per_core);
 
     let routers = flags

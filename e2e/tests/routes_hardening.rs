@@ -368,6 +368,15 @@ async fn the_number_of_routes_is_limited() {
         &["--max-routes", "3", "--route", "syslog://127.0.0.1:9"],
     );
     let port = collector.http_port;
+    // A route's size is bounded too: 64 KiB of JSON at most.
+    let long = "x".repeat(70 << 10);
+    let (code, _) = curl(
+        port,
+        "POST",
+        "/routes",
+        Some(&json!({"uri": "raw://127.0.0.1:9", "options": {"template": long}})),
+    );
+    assert_eq!(code, 413);
     let body = json!({"uri": "syslog://127.0.0.1:9"});
     assert_eq!(post_many(port, &body, 3), [201, 201, 400]);
     let (code, error) = post_uri(port, "syslog://127.0.0.1:9");

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -22,10 +22,15 @@ use super::error;
 use crate::spec::RouteRequest;
 use crate::table::{AddError, Routes};
 
+/// The largest `POST /routes` body: a route with a long template fits,
+/// a route that would hold megabytes of options does not (413).
+pub const MAX_BODY: usize = 64 << 10;
+
 pub fn router(routes: Arc<Routes>) -> Router {
     Router::new()
         .route("/routes", get(list).post(add))
         .route("/routes/{id}", get(show).delete(remove))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(routes)
 }
 
