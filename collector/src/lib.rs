@@ -71,6 +71,11 @@ pub struct Flags {
     /// here are not saved; those added by the routes API are.
     #[arg(long = "route", value_name = "URI")]
     pub route: Vec<String>,
+    /// Routes the collector holds at most (`--route`, the routes API and
+    /// the saved ones together); the API refuses more with 400.
+    #[arg(long, value_name = "N", default_value_t = spillway_routes::table::DEFAULT_MAX_ROUTES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=spillway_routes::table::MAX_MAX_ROUTES as u64))]
+    pub max_routes: u64,
     /// Where the routes added by the routes API are kept across restarts.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/spillway")]
     pub state_dir: PathBuf,
@@ -130,9 +135,22 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     let route_metrics = RouteMetrics::register(&mut metrics);
     let metrics = Arc::new(metrics);
     let hub = Hub::new();
-    let routes = Routes::new(hub.clone(), route_metrics.clone(), Some(&flags.state_dir))?;
-    routes.start_flags(&flags.route)?;
-    let restored = routes.restore()?;
+    let routes = Routes::new(
+        hub.clone(),
+        route_metrics.clone(),
+        Some(&flags.state_dir),
+        flags.max_routes as usize,
+    )?;
+    // Building routes reads the files they name: blocking work.
+    let restored = tokio::task::spawn_blocking({
+        let (routes, uris) = (routes.clone(), flags.route.clone());
+        move || {
+            routes.start_flags(&uris)?;
+            routes.restore()
+        }
+    })
+    .await
+    .map_err(|e| format!("starting the routes failed: {e}"))??;
     let diodes: Arc<PerCore<Envelope>> = PerCore::for_this_machine(flags.buffer_per_core);
 
     let routers = flags

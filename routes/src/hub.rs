@@ -5,11 +5,13 @@
 //! never waits: a tap that is not drained loses its own oldest events,
 //! counted on its `dropped` counter, and nothing else notices.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use crossbeam_queue::SegQueue;
 use prometheus_client::metrics::counter::Counter;
-use spillway_plumbing::diode::Diode;
+use tokio::sync::Notify;
 
 use crate::event::Event;
 use crate::filter::Matcher;
@@ -18,8 +20,63 @@ use crate::filter::Matcher;
 pub struct Tap {
     matcher: Matcher,
     metrics: bool,
-    diode: Diode<Arc<Event>>,
+    diode: Lossy<Arc<Event>>,
     dropped: Counter,
+}
+
+/// A diode that takes memory only for what it holds: a lock-free queue of
+/// small blocks, allocated as events come and freed as they go, bounded
+/// by a count. (A preallocated ring of `buffer=` slots cost every idle
+/// route 160 KiB.) Full, a push drops the oldest event.
+struct Lossy<T> {
+    queue: SegQueue<T>,
+    len: AtomicUsize,
+    capacity: usize,
+    dropped: AtomicU64,
+    ready: Notify,
+}
+
+impl<T> Lossy<T> {
+    fn new(capacity: usize) -> Self {
+        Lossy {
+            queue: SegQueue::new(),
+            len: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+            ready: Notify::new(),
+        }
+    }
+
+    /// Adds `item`; `true` when the oldest was dropped to make room.
+    fn push(&self, item: T) -> bool {
+        self.queue.push(item);
+        let mut dropped = false;
+        if self.len.fetch_add(1, Ordering::AcqRel) >= self.capacity && self.queue.pop().is_some() {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            dropped = true;
+        }
+        self.ready.notify_one();
+        dropped
+    }
+
+    fn pop(&self) -> Option<T> {
+        let item = self.queue.pop()?;
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        Some(item)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    async fn ready(&self) {
+        self.ready.notified().await
+    }
 }
 
 impl Tap {
@@ -30,7 +87,7 @@ impl Tap {
         Arc::new(Tap {
             matcher,
             metrics,
-            diode: Diode::new(capacity),
+            diode: Lossy::new(capacity),
             dropped,
         })
     }

@@ -15,6 +15,7 @@
 
 pub mod adapter;
 pub mod event;
+pub mod file;
 pub mod filter;
 pub mod http;
 pub mod hub;

@@ -24,14 +24,22 @@ use crate::transport::{self, Framing, Link, Transport};
 
 /// Events a route holds before it drops its oldest (option `buffer=`).
 pub const DEFAULT_BUFFER: usize = 10_000;
+/// The largest `buffer=`: events are shared between routes, but one route
+/// may hold this many (up to 16 KiB each) while its receiver is down.
+pub const MAX_BUFFER: usize = 100_000;
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write that takes longer means a stuck receiver: redial.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait between two dials: a receiver that comes back is
 /// written to again within this long.
 const REDIAL_MAX: Duration = Duration::from_secs(5);
+/// Bytes of framing buffer a route keeps between rounds.
+const BUF_KEEP: usize = 256 << 10;
 /// Events adapted and written per round.
 const BATCH: usize = 512;
+/// Events a route with templates adapts per trip to the blocking pool: a
+/// deleted route stops after at most this many renders.
+const TEMPLATE_BATCH: usize = 32;
 /// A route logs a failing receiver at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(30);
 
@@ -68,12 +76,12 @@ pub fn build(spec: &RouteSpec) -> Result<Parts, String> {
         )
     })?;
     let mut options = Options::new(&spec.options);
-    let buffer = options
-        .take_parsed("buffer", "a number of events")?
-        .unwrap_or(DEFAULT_BUFFER);
-    if buffer == 0 {
-        return Err("option buffer=0: a route needs room for at least one event".into());
-    }
+    let buffer = options.take_bounded(
+        "buffer",
+        "a number of events",
+        1..=MAX_BUFFER,
+        DEFAULT_BUFFER,
+    )?;
     let include_metrics = match options.take("include") {
         None => false,
         Some(v) if v == "metrics" => true,
@@ -125,6 +133,7 @@ pub async fn run(
     counters: Counters,
     status: Arc<Status>,
 ) {
+    let off_runtime = parts.adapter.renders_templates();
     let mut failures = Failures::new(&id, &address);
     let mut backoff = Backoff::new(Duration::from_millis(100), REDIAL_MAX);
     let mut link: Option<Link> = None;
@@ -143,11 +152,30 @@ pub async fn run(
                     None => tap.ready().await,
                 }
             }
-            for _ in 0..BATCH {
-                let Some(event) = tap.pop() else { break };
-                parts.adapter.write(&event, &mut msgs);
+            if off_runtime {
+                // Templates: on the blocking pool, a few events at a time.
+                // A route deleted meanwhile stops after these.
+                let (adapter, tap) = (
+                    std::mem::replace(&mut parts.adapter, Box::new(Idle)),
+                    tap.clone(),
+                );
+                let mut out = std::mem::take(&mut msgs);
+                let adapted = tokio::task::spawn_blocking(move || {
+                    let mut adapter = adapter;
+                    adapt(&mut *adapter, &tap, &mut out, TEMPLATE_BATCH);
+                    (adapter, out)
+                })
+                .await;
+                match adapted {
+                    Ok((adapter, out)) => (parts.adapter, msgs) = (adapter, out),
+                    Err(e) => {
+                        tracing::error!("route {id}: adapting events failed, route stopped: {e}");
+                        return;
+                    }
+                }
+            } else {
+                adapt(&mut *parts.adapter, &tap, &mut msgs, BATCH);
             }
-            parts.adapter.flush(Some(Instant::now()), &mut msgs);
             if msgs.is_empty() {
                 continue;
             }
@@ -214,6 +242,11 @@ pub async fn run(
                         counters.sent.inc_by(msgs.len() as u64);
                         msgs.clear();
                         backoff.reset();
+                        // A burst of long messages leaves no large buffer
+                        // behind on an idle route.
+                        if buf.capacity() > BUF_KEEP {
+                            buf = Vec::new();
+                        }
                     }
                     // Keep the messages: they go out on the next link.
                     Ok(Err(e)) => {
@@ -228,6 +261,23 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Adapts up to `max` events from `tap` into `msgs`, and what the adapter
+/// holds back that is due.
+fn adapt(adapter: &mut dyn Adapter, tap: &Tap, msgs: &mut Vec<Bytes>, max: usize) {
+    for _ in 0..max {
+        let Some(event) = tap.pop() else { break };
+        adapter.write(&event, msgs);
+    }
+    adapter.flush(Some(Instant::now()), msgs);
+}
+
+/// Stands in for a route's adapter while it works on the blocking pool.
+struct Idle;
+
+impl Adapter for Idle {
+    fn write(&mut self, _event: &crate::event::Event, _out: &mut Vec<Bytes>) {}
 }
 
 /// Whether a stream's receiver has closed it. Syslog receivers never send

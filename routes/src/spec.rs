@@ -27,10 +27,13 @@ pub struct RouteSpec {
     pub options: BTreeMap<String, String>,
 }
 
-/// The body of `POST /routes`: a `uri`, or the fields of [`RouteSpec`].
+/// The body of `POST /routes`: a `uri`, or the fields of [`RouteSpec`];
+/// logspout's route JSON (`filter_name`, `filter_id`, `filter_sources`,
+/// `filter_labels` next to `adapter`, `address` and `options`) too.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRequest {
+    /// The id; none or `""` (as logspout clients send) makes one.
     pub id: Option<String>,
     pub uri: Option<String>,
     pub adapter: Option<String>,
@@ -39,12 +42,42 @@ pub struct RouteRequest {
     pub filters: Filters,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// logspout: glob on the container name (our `filters.name`).
+    pub filter_name: Option<String>,
+    /// logspout: prefix of the container id (our `filters.id`).
+    pub filter_id: Option<String>,
+    /// logspout: `stdout`, `stderr` (our `filters.sources`).
+    #[serde(default)]
+    pub filter_sources: Vec<String>,
+    /// logspout: `key:glob` (our `filters.labels`).
+    #[serde(default)]
+    pub filter_labels: Vec<String>,
+}
+
+impl RouteRequest {
+    /// logspout's `filter_*` fields as [`Filters`], if any is given.
+    fn logspout_filters(&mut self) -> Option<Filters> {
+        let f = Filters {
+            name: self.filter_name.take().filter(|n| !n.is_empty()),
+            id: self.filter_id.take().filter(|i| !i.is_empty()),
+            labels: std::mem::take(&mut self.filter_labels),
+            sources: std::mem::take(&mut self.filter_sources),
+        };
+        (f != Filters::default()).then_some(f)
+    }
 }
 
 impl RouteRequest {
     /// The route it asks for; `id` is used when the request names none.
-    pub fn into_spec(self, id: String) -> Result<RouteSpec, String> {
-        let id = self.id.unwrap_or(id);
+    pub fn into_spec(mut self, id: String) -> Result<RouteSpec, String> {
+        let logspout = self.logspout_filters();
+        if let Some(f) = logspout {
+            if self.filters != Filters::default() {
+                return Err("filters are given both in \"filters\" and as logspout's filter_name, filter_id, filter_sources, filter_labels: use one".into());
+            }
+            self.filters = f;
+        }
+        let id = self.id.filter(|i| !i.is_empty()).unwrap_or(id);
         check_id(&id)?;
         let mut spec = match (self.uri, self.adapter, self.address) {
             (Some(uri), None, None) => RouteSpec::from_uri(id, &uri)?,
@@ -63,7 +96,10 @@ impl RouteRequest {
         if spec.filters == Filters::default() {
             spec.filters = self.filters;
         } else if self.filters != Filters::default() {
-            return Err("filters are given both in the URI and in \"filters\"".into());
+            return Err(
+                "filters are given both in the URI and in \"filters\" (or logspout's filter_name, filter_id, filter_sources, filter_labels)"
+                    .into(),
+            );
         }
         spec.options.extend(self.options);
         check_address(&spec.address)?;
@@ -188,6 +224,37 @@ impl Options {
             .transpose()
     }
 
+    /// Takes a number that must lie in `range` (limits that protect the
+    /// collector's memory); `default` when the option is not given. The
+    /// error names the option, the value and the range.
+    pub fn take_bounded(
+        &mut self,
+        key: &str,
+        what: &str,
+        range: std::ops::RangeInclusive<usize>,
+        default: usize,
+    ) -> Result<usize, String> {
+        let Some(v) = self.take(key) else {
+            return Ok(default);
+        };
+        let out_of_range = || {
+            format!(
+                "option {key}={v:?} must be {what} from {} to {}",
+                range.start(),
+                range.end()
+            )
+        };
+        // Digits too many for a usize are out of range, not "not a number".
+        if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+            return v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(out_of_range);
+        }
+        Err(out_of_range())
+    }
+
     /// Takes a duration such as `500ms` or `2s`.
     pub fn take_duration(&mut self, key: &str) -> Result<Option<Duration>, String> {
         self.take(key)
@@ -291,6 +358,33 @@ mod tests {
             assert!(e.contains(needle), "{body}: {e}");
         }
         assert!(serde_json::from_str::<RouteRequest>(r#"{"adress":"h:1"}"#).is_err());
+    }
+
+    #[test]
+    fn logspout_requests() {
+        let r: RouteRequest = serde_json::from_str(
+            r#"{"id":"","adapter":"syslog","address":"h:514","filter_name":"web*","filter_id":"ab","filter_sources":["stdout"],"filter_labels":["a:b"],"options":{"format":"rfc3164"}}"#,
+        )
+        .unwrap();
+        let s = r.into_spec("gen".into()).unwrap();
+        assert_eq!(s.id, "gen");
+        assert_eq!(
+            s.filters,
+            Filters {
+                name: Some("web*".into()),
+                id: Some("ab".into()),
+                sources: vec!["stdout".into()],
+                labels: vec!["a:b".into()],
+            }
+        );
+        for body in [
+            r#"{"adapter":"syslog","address":"h:514","filter_name":"a","filters":{"name":"b"}}"#,
+            r#"{"uri":"syslog://h:514?filter.name=a","filter_id":"b"}"#,
+        ] {
+            let r: RouteRequest = serde_json::from_str(body).unwrap();
+            let e = r.into_spec("gen".into()).unwrap_err();
+            assert!(e.contains("filter_name"), "{body}: {e}");
+        }
     }
 
     #[test]

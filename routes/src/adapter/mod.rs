@@ -34,6 +34,13 @@ pub trait Adapter: Send {
     /// holds it back, or does not send this kind of event).
     fn write(&mut self, event: &Event, out: &mut Vec<Bytes>);
 
+    /// Whether it renders templates: CPU work bounded per event (see
+    /// [`crate::template`]) but too much for the runtime's threads, so
+    /// the route adapts its events on the blocking pool.
+    fn renders_templates(&self) -> bool {
+        false
+    }
+
     /// When [`Adapter::flush`] must next be called, if the adapter holds
     /// events back (multiline).
     fn deadline(&self) -> Option<Instant> {

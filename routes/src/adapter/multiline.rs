@@ -25,6 +25,10 @@ use super::{Adapter, AdapterKind, Inner};
 use crate::event::{Event, Stream};
 use crate::spec::Options;
 
+/// The largest `multiline.max_bytes`: one message held per container
+/// stream may grow this long.
+pub const MAX_BYTES: usize = 16 << 20;
+
 pub const KIND: AdapterKind = AdapterKind {
     name: "multiline",
     wraps: true,
@@ -59,9 +63,12 @@ fn build(options: &mut Options, inner: Inner) -> Result<Box<dyn Adapter>, String
                 .take("multiline.separator")
                 .unwrap_or_else(|| "\n".into()),
         ),
-        max_bytes: options
-            .take_parsed("multiline.max_bytes", "a number of bytes")?
-            .unwrap_or(1 << 20),
+        max_bytes: options.take_bounded(
+            "multiline.max_bytes",
+            "a number of bytes",
+            1..=MAX_BYTES,
+            1 << 20,
+        )?,
         pending: HashMap::new(),
     }))
 }
@@ -106,6 +113,10 @@ impl Multiline {
 }
 
 impl Adapter for Multiline {
+    fn renders_templates(&self) -> bool {
+        self.inner.renders_templates()
+    }
+
     fn write(&mut self, event: &Event, out: &mut Vec<Bytes>) {
         let (Some(c), Some(stream), Some(log)) = (&event.container, event.stream(), event.log())
         else {

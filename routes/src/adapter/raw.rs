@@ -38,6 +38,10 @@ pub enum Raw {
 }
 
 impl Adapter for Raw {
+    fn renders_templates(&self) -> bool {
+        matches!(self, Raw::Template(_))
+    }
+
     fn write(&mut self, event: &Event, out: &mut Vec<Bytes>) {
         out.push(match self {
             Raw::Payload => match event.log() {

@@ -96,6 +96,12 @@ pub struct Syslog {
 }
 
 impl Adapter for Syslog {
+    fn renders_templates(&self) -> bool {
+        [&self.hostname, &self.appname, &self.procid, &self.msgid]
+            .iter()
+            .any(|f| matches!(f, Field::Template(_)))
+    }
+
     fn write(&mut self, event: &Event, out: &mut Vec<Bytes>) {
         let e = &event.envelope;
         let hostname = self.hostname.value(event, || {

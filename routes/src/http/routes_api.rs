@@ -4,13 +4,16 @@
 //! `{"adapter": "syslog+tls", "address": "host:6514", "filters": {...},
 //! "options": {...}}`, with an optional `"id"`; it answers 201 with the
 //! route, 400 naming what is wrong, or 409 if the id is taken.
+//!
+//! Adding and removing run on tokio's blocking pool: they read the files
+//! a route names and write the state file.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,10 +22,15 @@ use super::error;
 use crate::spec::RouteRequest;
 use crate::table::{AddError, Routes};
 
+/// The largest `POST /routes` body: a route with a long template fits,
+/// a route that would hold megabytes of options does not (413).
+pub const MAX_BODY: usize = 64 << 10;
+
 pub fn router(routes: Arc<Routes>) -> Router {
     Router::new()
         .route("/routes", get(list).post(add))
         .route("/routes/{id}", get(show).delete(remove))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(routes)
 }
 
@@ -42,7 +50,13 @@ async fn add(State(routes): State<Arc<Routes>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad route JSON: {e}")),
     };
-    match routes.add(request) {
+    // Building a route reads files and renders a trial of its templates,
+    // and saving writes the state file: blocking work, off the runtime.
+    let added = tokio::task::spawn_blocking(move || routes.add(request)).await;
+    let Ok(added) = added else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "adding the route failed");
+    };
+    match added {
         Ok(view) => (StatusCode::CREATED, Json(view)).into_response(),
         Err(AddError::Invalid(m)) => error(StatusCode::BAD_REQUEST, m),
         Err(AddError::Exists(id)) => error(
@@ -54,7 +68,18 @@ async fn add(State(routes): State<Arc<Routes>>, body: Bytes) -> Response {
 }
 
 async fn remove(State(routes): State<Arc<Routes>>, Path(id): Path<String>) -> Response {
-    match routes.remove(&id) {
+    let removed = tokio::task::spawn_blocking({
+        let id = id.clone();
+        move || routes.remove(&id)
+    })
+    .await;
+    let Ok(removed) = removed else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "removing the route failed",
+        );
+    };
+    match removed {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, format!("no route {id:?}")),
         Err(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m),

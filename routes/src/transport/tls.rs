@@ -7,10 +7,12 @@
 //! - `system_roots=false`: trust only `ca=`;
 //! - `cert=FILE`, `key=FILE`: a client certificate, for mutual TLS;
 //! - `server_name=NAME`: the name to verify instead of the route's host.
+//!
+//! Files are read with [`read_option_file`]: regular files of at most
+//! 1 MiB. The system roots are loaded once and shared.
 
 use std::io;
-use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
 use rustls::pki_types::pem::PemObject;
@@ -19,6 +21,7 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
 use super::{Link, Transport, TransportKind, connect_tcp};
+use crate::file::read_option_file;
 use crate::spec::Options;
 
 pub const KIND: TransportKind = TransportKind {
@@ -28,25 +31,26 @@ pub const KIND: TransportKind = TransportKind {
 };
 
 fn build(options: &mut Options) -> Result<Arc<dyn Transport>, String> {
-    let mut roots = RootCertStore::empty();
     let system = options
         .take_parsed::<bool>("system_roots", "true or false")?
         .unwrap_or(true);
-    if system {
-        let found = rustls_native_certs::load_native_certs();
-        let (added, _) = roots.add_parsable_certificates(found.certs);
-        if added == 0 {
-            tracing::debug!("no system root certificates found");
+    let roots: Arc<RootCertStore> = match (options.take("ca"), system) {
+        (None, true) => system_roots(),
+        (None, false) => Arc::new(RootCertStore::empty()),
+        (Some(ca), system) => {
+            let mut roots = if system {
+                RootCertStore::clone(&system_roots())
+            } else {
+                RootCertStore::empty()
+            };
+            for cert in read_certs("ca", &ca)? {
+                roots.add(cert).map_err(|e| {
+                    format!("option ca={ca:?}: a certificate is not usable as a CA: {e}")
+                })?;
+            }
+            Arc::new(roots)
         }
-    }
-    if let Some(ca) = options.take("ca") {
-        let certs = read_certs("ca", &ca)?;
-        for cert in certs {
-            roots.add(cert).map_err(|e| {
-                format!("option ca={ca:?}: a certificate is not usable as a CA: {e}")
-            })?;
-        }
-    }
+    };
     if roots.is_empty() {
         return Err("no CA to verify the receiver: give ca=FILE (no system roots found or system_roots=false)".into());
     }
@@ -58,7 +62,7 @@ fn build(options: &mut Options) -> Result<Arc<dyn Transport>, String> {
     let config = match (options.take("cert"), options.take("key")) {
         (Some(cert), Some(key)) => {
             let chain = read_certs("cert", &cert)?;
-            let key_der = PrivateKeyDer::from_pem_file(Path::new(&key))
+            let key_der = PrivateKeyDer::from_pem_slice(&read_option_file("key", &key)?)
                 .map_err(|e| format!("option key={key:?}: no usable PEM private key: {e}"))?;
             builder.with_client_auth_cert(chain, key_der).map_err(|e| {
                 format!("options cert={cert:?} and key={key:?} do not go together: {e}")
@@ -80,9 +84,27 @@ fn build(options: &mut Options) -> Result<Arc<dyn Transport>, String> {
     }))
 }
 
+/// The system's root certificates, loaded once and shared by every TLS
+/// route that adds no `ca=` of its own.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                tracing::debug!("no system root certificates found");
+            }
+            Arc::new(roots)
+        })
+        .clone()
+}
+
 fn read_certs(option: &str, file: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(Path::new(file))
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    let pem = read_option_file(option, file)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("option {option}={file:?}: cannot read PEM certificates: {e}"))?;
     if certs.is_empty() {
         return Err(format!("option {option}={file:?} holds no PEM certificate"));

@@ -21,14 +21,12 @@ pub const KIND: TransportKind = TransportKind {
 const MAX_UDP_PAYLOAD: usize = 65_507;
 
 fn build(options: &mut Options) -> Result<Arc<dyn Transport>, String> {
-    let max_bytes = options
-        .take_parsed("max_datagram", "a number of bytes")?
-        .unwrap_or(2048);
-    if !(1..=MAX_UDP_PAYLOAD).contains(&max_bytes) {
-        return Err(format!(
-            "option max_datagram={max_bytes} must be between 1 and {MAX_UDP_PAYLOAD}"
-        ));
-    }
+    let max_bytes = options.take_bounded(
+        "max_datagram",
+        "a number of bytes",
+        1..=MAX_UDP_PAYLOAD,
+        2048,
+    )?;
     Ok(Arc::new(Udp { max_bytes }))
 }
 
