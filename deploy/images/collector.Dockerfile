@@ -7,7 +7,6 @@
 #   --pid host --cap-drop ALL --cap-add BPF --cap-add PERFMON
 #   --cap-add SYS_PTRACE --cap-add DAC_READ_SEARCH
 #   --security-opt seccomp=unconfined   (the default profile refuses io_uring)
-#   -v /sys/kernel/tracing:/sys/kernel/tracing:ro
 #   -v /var/run/docker.sock:/var/run/docker.sock
 #   -v /var/lib/spillway:/var/lib/spillway
 # Docker engines before 23 do not know CAP_BPF and CAP_PERFMON: give

@@ -116,10 +116,12 @@ async fn images_carry_a_container_line_from_collector_through_router_and_rlp() {
     let _rlp = run(&rlp_name, &args);
 
     // The collector: host PID namespace (to read /proc/<pid> of container
-    // processes), the capabilities of its systemd unit, tracefs and the
-    // Docker socket. Not CAP_SYS_RESOURCE: only kernels before 5.11 charge
-    // BPF maps to RLIMIT_MEMLOCK (and this machine cannot grant it). Seccomp unconfined: Docker's default profile refuses
-    // io_uring, which the capture loops use.
+    // processes), the capabilities of its systemd unit and the Docker
+    // socket; no host directory but the socket (the kernel's BTF is in
+    // the container's own read-only /sys). Not CAP_SYS_RESOURCE: only
+    // kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (and this
+    // machine cannot grant it). Seccomp unconfined: Docker's default
+    // profile refuses io_uring, which the capture loops use.
     let collector_name = format!("spillway-e2e-img-collector-{pid}");
     let mut args = vec![
         "--network",
@@ -136,8 +138,6 @@ async fn images_carry_a_container_line_from_collector_through_router_and_rlp() {
         "seccomp=unconfined",
         "--security-opt",
         "apparmor=unconfined",
-        "-v",
-        "/sys/kernel/tracing:/sys/kernel/tracing:ro",
         "-v",
         "/var/run/docker.sock:/var/run/docker.sock",
         "-v",

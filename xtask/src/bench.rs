@@ -52,7 +52,6 @@ pub fn run_bench(args: &Args) -> anyhow::Result<()> {
         host::install_packages()?;
         host::ensure_dockerd()?;
         host::ensure_busybox_image()?;
-        host::ensure_tracefs()?;
         if !args.quick && !args.no_micro {
             // Before the end-to-end runs, with nothing else running.
             run(cargo(&root).args(["bench", "-p", "spillway-microbench"]))?;

@@ -1,12 +1,11 @@
 //! Getting this host ready to capture containers: Debian packages, a
-//! running Docker daemon and a mounted tracefs.
+//! running Docker daemon and the busybox test image.
 //!
 //! Used by `cargo xtask test` (CI runs on a fresh Debian machine as root,
 //! with no Docker engine) and by `cargo xtask up`.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt as _;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -103,15 +102,6 @@ pub fn ensure_busybox_image() -> anyhow::Result<()> {
     ]));
     let _ = std::fs::remove_dir_all(&dir);
     imported
-}
-
-/// Mounts tracefs if it is not mounted (eBPF tracepoints need it).
-pub fn ensure_tracefs() -> anyhow::Result<()> {
-    let tracing = Path::new("/sys/kernel/tracing");
-    if tracing.join("events").is_dir() || !is_root() {
-        return Ok(());
-    }
-    run(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
 }
 
 /// `name` on the PATH, or in the sbin directories a non-login root shell

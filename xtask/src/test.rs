@@ -1,8 +1,9 @@
 //! `cargo xtask test`: installs what the tests need (Debian packages, a
-//! running dockerd, tracefs, the eBPF toolchain and program), then runs the
-//! whole suite: formatting, clippy, the binaries' build, and every test
-//! (unit tests and the end-to-end tests that start real processes and
-//! containers), then the benchmark harness's quick smoke test.
+//! running dockerd, the busybox image, the eBPF toolchain and program),
+//! then runs the whole suite: formatting, clippy, the binaries' build, and
+//! every test (unit tests and the end-to-end tests that start real
+//! processes and containers), then the benchmark harness's quick smoke
+//! test.
 
 use std::process::Command;
 
@@ -22,7 +23,6 @@ pub fn run_tests(args: &Args) -> anyhow::Result<()> {
     host::install_packages()?;
     host::ensure_dockerd()?;
     host::ensure_busybox_image()?;
-    host::ensure_tracefs()?;
     // The Kubernetes manifests' offline schema check.
     crate::validators::ensure_kubernetes_validate()?;
     // The collector embeds the eBPF program when it is built: build it

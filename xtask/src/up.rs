@@ -67,7 +67,6 @@ pub fn run_up(args: &Args) -> anyhow::Result<()> {
     if let Err(e) = &docker {
         eprintln!("no containers to show: {e:#}");
     }
-    host::ensure_tracefs()?;
     if !args.no_build && host::is_root() {
         crate::build_ebpf::build(&crate::build_ebpf::Args::default())?;
     }
