@@ -107,7 +107,7 @@
 //! # Verifier notes
 //!
 //! - Kernel offsets come from the read-only `CONFIG` global (`.rodata`, set at
-//!   load from BTF and tracefs): the verifier sees them as constants, which
+//!   load from BTF): the verifier sees them as constants, which
 //!   is what lets it check the plain loads through BTF-typed pointers
 //!   ([`field`]) against the kernel's struct layouts. A variable offset
 //!   (`fd[fd]`) or a pointer the verifier cannot type goes through

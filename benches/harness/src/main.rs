@@ -2,7 +2,7 @@
 //! with the Docker logs API (the path logspout and most shippers take) and
 //! with no collector at all. Run it through `cargo xtask bench`, which
 //! builds the binaries (release) and the static emitter, and prepares the
-//! host (dockerd, the busybox image, tracefs, the eBPF program).
+//! host (dockerd, the busybox image, the eBPF program).
 //!
 //! - `run`: the plan, suite by suite (`--suites`): `maxrate` (lines
 //!   written as fast as the app can, what each source costs the app and

@@ -552,7 +552,7 @@ fn reproduce_section(out: &mut String) {
     w!(out);
     w!(
         out,
-        "This prepares the host (dockerd, the busybox image, tracefs, the eBPF program; the eBPF source needs \
+        "This prepares the host (dockerd, the busybox image, the eBPF program; the eBPF source needs \
          root), builds the binaries (release) and the static emitter, runs the criterion micro-benchmarks (into \
          `target/criterion/`) and the end-to-end plan (the suites `maxrate`, `shortlived`, `targets`, `sweep` and \
          `overhead`, in that order) into `target/bench/` (`results.json`, `overhead.json`, `machine.json`), then \

@@ -62,9 +62,9 @@ fn object() -> Option<&'static [u8]> {
 /// `--source auto`, which logs it and falls back to Docker's logs).
 ///
 /// Checks: the object is embedded; the process may load tracing programs
-/// (root, or `CAP_BPF` + `CAP_PERFMON`); the kernel's BTF is readable;
-/// tracefs is present with syscall tracepoints (mounting it if missing and
-/// allowed).
+/// (root, or `CAP_BPF` + `CAP_PERFMON`); the kernel's BTF is readable.
+/// (Whether the kernel has the `sys_exit` raw tracepoint shows when
+/// [`Capture::load`] attaches to it.)
 pub fn check_support() -> Result<(), String> {
     if object().is_none() {
         return Err(NOT_BUILT.into());
