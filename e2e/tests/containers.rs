@@ -135,7 +135,8 @@ async fn stdout_and_stderr_arrive_as_written(source: &str) {
         printf '\377\376 not utf-8\n'
         ln -sf /dev/stdout /tmp/access.log; echo via-dev-stdout >> /tmp/access.log
         echo not-captured-regular-file > /tmp/file.log
-        nc -l -p 9000 > /dev/null & sleep 0.2; echo not-captured-socket | nc 127.0.0.1 9000
+        nc -l -p 9000 > /dev/null &
+        until echo not-captured-socket | nc 127.0.0.1 9000 2> /dev/null; do sleep 0.05; done
         echo err-2 >&2
         echo out-last
         sleep 1
