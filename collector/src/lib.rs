@@ -35,8 +35,8 @@ use spillway_plumbing::diode::PerCore;
 use spillway_plumbing::grpc::{self, DEFAULT_MAX_MESSAGE_BYTES, HostPort};
 use spillway_plumbing::ingress::IngressService;
 use spillway_plumbing::metrics::{self, Direction, SelfMetrics};
-use spillway_plumbing::parse_duration;
 use spillway_plumbing::tls::TlsArgs;
+use spillway_plumbing::{parse_duration, usize_in};
 use spillway_proto::v2::Envelope;
 
 use spillway_routes::{Event, Hub, RouteMetrics, Routes};
@@ -85,22 +85,26 @@ pub struct Flags {
     pub docker_host: String,
     /// Bytes of each eBPF ring buffer (one per CPU): a power of two. The
     /// default holds about 100 ms of the highest rate measured here.
-    #[arg(long, value_name = "BYTES", default_value_t = capture::ebpf::kernel::Options::DEFAULT_RING_BYTES)]
+    /// At most 1 GiB.
+    #[arg(long, value_name = "BYTES", default_value_t = capture::ebpf::kernel::Options::DEFAULT_RING_BYTES,
+          value_parser = clap::value_parser!(u32).range(4096..=1 << 30))]
     pub ring_bytes: u32,
     /// The `host` tag added to every envelope (default: this machine's hostname).
     #[arg(long)]
     pub hostname: Option<String>,
     /// Largest gRPC message accepted on ingress (larger ones are refused) and
     /// sent to a router (give routers the same limit).
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    /// 64 KiB to 64 MiB.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, value_parser = grpc::message_bytes_parser())]
     pub max_message_bytes: usize,
-    /// Envelopes buffered per CPU core before the oldest are dropped.
-    #[arg(long, default_value_t = 10_000)]
+    /// Envelopes buffered per CPU core before the oldest are dropped (1 to
+    /// 1000000).
+    #[arg(long, default_value_t = 10_000, value_parser = usize_in(1, grpc::MAX_BUFFER_ENVELOPES))]
     pub buffer_per_core: usize,
     #[command(flatten)]
     pub batch: BatchArgs,
-    /// Connections (BatchSender streams) kept to each router.
-    #[arg(long, default_value_t = 2)]
+    /// Connections (BatchSender streams) kept to each router (1 to 64).
+    #[arg(long, default_value_t = 2, value_parser = usize_in(1, 64))]
     pub links_per_router: usize,
     /// How often the collector emits its own metrics as envelopes.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]

@@ -13,6 +13,20 @@ use crate::tls::Tls;
 /// Largest gRPC message a Spillway server accepts unless told otherwise.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// The range of `--max-message-bytes`: room for a container line's
+/// envelope at least, and no more than a connection may make a process
+/// buffer.
+pub const MESSAGE_BYTES_RANGE: (usize, usize) = (64 * 1024, 64 * 1024 * 1024);
+
+/// A clap value parser for `--max-message-bytes` (see [`MESSAGE_BYTES_RANGE`]).
+pub fn message_bytes_parser() -> clap::builder::RangedU64ValueParser<usize> {
+    crate::usize_in(MESSAGE_BYTES_RANGE.0, MESSAGE_BYTES_RANGE.1)
+}
+
+/// The largest per-subscription, per-consumer or per-core buffer (in
+/// envelopes) a flag may ask for.
+pub const MAX_BUFFER_ENVELOPES: usize = 1_000_000;
+
 /// A `HOST:PORT` peer address, as given to `--router` and friends.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct HostPort {

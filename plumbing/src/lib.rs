@@ -37,6 +37,14 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// A clap value parser for a `usize` flag that must lie in `lo..=hi`, so
+/// that 0 (where nothing would work) and huge values (which would panic or
+/// exhaust memory when allocated) are refused with exit status 2 and one
+/// line naming the flag and the range.
+pub fn usize_in(lo: usize, hi: usize) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(lo as u64..=hi as u64)
+}
+
 /// Parses durations such as `50ms`, `15s`, `2m` (clap value parser):
 /// more than zero and at most 30 days.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

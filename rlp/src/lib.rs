@@ -58,11 +58,12 @@ pub struct Flags {
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Most consumer streams (gRPC and gateway together); more are refused
-    /// with ResourceExhausted (gRPC) or 503 (gateway).
-    #[arg(long, default_value_t = 500)]
+    /// with ResourceExhausted (gRPC) or 503 (gateway). 1 to 100000.
+    #[arg(long, default_value_t = 500, value_parser = spillway_plumbing::usize_in(1, 100_000))]
     pub max_streams: usize,
-    /// Envelopes buffered per consumer; a slow consumer loses its oldest.
-    #[arg(long, default_value_t = 10_000)]
+    /// Envelopes buffered per consumer; a slow consumer loses its oldest
+    /// (1 to 1000000).
+    #[arg(long, default_value_t = 10_000, value_parser = spillway_plumbing::usize_in(1, grpc::MAX_BUFFER_ENVELOPES))]
     pub consumer_buffer: usize,
     #[command(flatten)]
     pub batch: BatchArgs,

@@ -38,11 +38,13 @@ pub struct Flags {
     pub metrics_addr: SocketAddr,
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// Largest gRPC message accepted; larger ones are refused with an error.
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    /// Largest gRPC message accepted; larger ones are refused with an error
+    /// (64 KiB to 64 MiB).
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, value_parser = grpc::message_bytes_parser())]
     pub max_message_bytes: usize,
-    /// Envelopes buffered per subscription; a slow consumer loses its oldest.
-    #[arg(long, default_value_t = 10_000)]
+    /// Envelopes buffered per subscription; a slow consumer loses its oldest
+    /// (1 to 1000000).
+    #[arg(long, default_value_t = 10_000, value_parser = spillway_plumbing::usize_in(1, grpc::MAX_BUFFER_ENVELOPES))]
     pub subscription_buffer: usize,
     #[command(flatten)]
     pub batch: BatchArgs,
