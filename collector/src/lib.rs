@@ -97,6 +97,12 @@ pub struct Flags {
     /// 64 KiB to 64 MiB.
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, value_parser = grpc::message_bytes_parser())]
     pub max_message_bytes: usize,
+    /// Most envelopes one ingress message (`EnvelopeBatch`) may hold; larger
+    /// batches are refused whole with ResourceExhausted before they are
+    /// decoded, and counted (1 to 100000).
+    #[arg(long, default_value_t = spillway_proto::codec::DEFAULT_MAX_BATCH_ENVELOPES,
+          value_parser = spillway_plumbing::usize_in(1, 100_000))]
+    pub max_batch_envelopes: usize,
     /// Envelopes buffered per CPU core before the oldest are dropped (1 to
     /// 1000000).
     #[arg(long, default_value_t = 10_000, value_parser = usize_in(1, grpc::MAX_BUFFER_ENVELOPES))]
@@ -115,6 +121,7 @@ pub struct Flags {
 /// should end the process with status 2.
 pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> {
     let tls = flags.tls.load()?;
+    spillway_proto::codec::set_max_batch_envelopes(flags.max_batch_envelopes);
     http::check_token(flags.http_addr, flags.http_token.as_deref())?;
     let host = flags
         .hostname

@@ -528,9 +528,10 @@ async fn an_oversized_batch_gets_an_error_status() {
 
 /// `Send` with bytes that are not a valid EnvelopeBatch (a length-delimited
 /// field whose length runs past the end, a truncated field, an invalid wire
-/// type) gets an error status from the collector and the router, and a
-/// normal send works afterwards. Valid bytes through the same raw codec
-/// succeed, so the errors come from the bytes, not from the test's codec.
+/// type) gets InvalidArgument (the caller's fault, not the server's) from
+/// the collector and the router, each counted as `malformed`, and a normal
+/// send works afterwards. Valid bytes through the same raw codec succeed,
+/// so the errors come from the bytes, not from the test's codec.
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_protobuf_gets_an_error_status() {
     let mut stack = Stack::start(&[], &[]);
@@ -542,9 +543,13 @@ async fn malformed_protobuf_gets_an_error_status() {
         ("a truncated field", vec![0x0a, 0x05, 0x01]),
         ("wire type 7", vec![0x0f, 0x00]),
     ];
-    for (door, port) in [
-        (Door::Collector, stack.collector.port),
-        (Door::Router, stack.router.port),
+    for (door, port, metrics_port) in [
+        (
+            Door::Collector,
+            stack.collector.port,
+            stack.collector.http_port,
+        ),
+        (Door::Router, stack.router.port, stack.router.metrics_port),
     ] {
         let good = EnvelopeBatch {
             batch: vec![numbered_log("raw-codec", 0)],
@@ -560,10 +565,147 @@ async fn malformed_protobuf_gets_an_error_status() {
                 .await
                 .expect_err(&format!("{door:?} accepted {what}"));
             eprintln!("{door:?} refused {what}: {status:?}");
+            assert_eq!(
+                status.code(),
+                tonic::Code::InvalidArgument,
+                "{door:?} on {what}: {status:?}"
+            );
             stack.assert_alive(&format!("{what} to the {door:?}"));
         }
+        assert_eq!(
+            refused_messages(metrics_port, "malformed"),
+            Some(bad.len() as u64),
+            "{door:?}: every malformed message is counted"
+        );
     }
     stack.assert_healthy("malformed protobuf").await;
+}
+
+/// `spillway_refused_messages_total{reason}` on the metrics page at `port`.
+fn refused_messages(port: u16, reason: &str) -> Option<u64> {
+    metric(
+        port,
+        &format!("spillway_refused_messages_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// The peak resident memory (VmHWM) of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status:\n{status}"));
+    kb * 1024
+}
+
+/// One 4 MB ingress message of two million empty envelopes (within the
+/// message size limit) is refused with ResourceExhausted by the collector
+/// and the router before it is decoded: the peak memory of each process
+/// grows by less than 64 MiB (decoded, it would take some 500 MB), the
+/// refusal is counted as `too_many_envelopes`, and afterwards everything
+/// still gets through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_of_two_million_empty_envelopes_is_refused_without_bloat() {
+    let mut stack = Stack::start(&[], &[]);
+    let empty: Vec<u8> = [0x0a, 0x00].repeat(2_000_000);
+    let doors = [
+        (
+            Door::Collector,
+            stack.collector.port,
+            stack.collector.http_port,
+            stack.collector.proc.pid().unwrap(),
+        ),
+        (
+            Door::Router,
+            stack.router.port,
+            stack.router.metrics_port,
+            stack.router.proc.pid().unwrap(),
+        ),
+    ];
+    for (door, port, metrics_port, pid) in doors {
+        let before = peak_rss(pid);
+        let status = raw_send(port, &stack.certs, empty.clone())
+            .await
+            .expect_err(&format!("{door:?} accepted two million empty envelopes"));
+        assert_eq!(
+            status.code(),
+            tonic::Code::ResourceExhausted,
+            "{door:?}: {status:?}"
+        );
+        let grown = peak_rss(pid).saturating_sub(before);
+        assert!(
+            grown < 64 << 20,
+            "{door:?}: peak memory grew by {} MiB",
+            grown >> 20
+        );
+        assert_eq!(
+            refused_messages(metrics_port, "too_many_envelopes"),
+            Some(1),
+            "{door:?}"
+        );
+        stack.assert_alive(&format!("two million empty envelopes to the {door:?}"));
+    }
+    stack.assert_healthy("two million empty envelopes").await;
+}
+
+/// `--max-batch-envelopes`: a batch of exactly the limit passes whole (every
+/// envelope arrives at the consumer), one envelope more is refused whole
+/// with ResourceExhausted and counted, at the collector and at the router.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_at_the_envelope_limit_passes_and_one_more_is_refused() {
+    let limit = ["--max-batch-envelopes", "500"];
+    let mut stack = Stack::start(&limit, &limit);
+    let mut probe = Probe::open(&stack, "start").await;
+    probe
+        .through(stack.collector.port, &stack.certs, "start")
+        .await;
+    let doors = [
+        (
+            Door::Collector,
+            stack.collector.port,
+            stack.collector.http_port,
+        ),
+        (Door::Router, stack.router.port, stack.router.metrics_port),
+    ];
+    for (door, port, metrics_port) in doors {
+        let first = probe.next;
+        let batch = |n: u64| EnvelopeBatch {
+            batch: (first..first + n)
+                .map(|i| numbered_log(&probe.source, i))
+                .collect(),
+        };
+        let mut ingress = IngressClient::new(channel(port, stack.certs.client()).await);
+        let status = ingress
+            .send(batch(501))
+            .await
+            .expect_err(&format!("{door:?} accepted 501 envelopes"));
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert_eq!(
+            refused_messages(metrics_port, "too_many_envelopes"),
+            Some(1),
+            "{door:?}"
+        );
+        ingress
+            .send(batch(500))
+            .await
+            .unwrap_or_else(|s| panic!("{door:?} refused 500 envelopes: {s:?}"));
+        probe.next += 501;
+        let got = collect_until(&mut probe.stream, Duration::from_secs(20), |g| {
+            g.len() >= 500
+        })
+        .await;
+        let mut numbers: Vec<u64> = got.iter().filter_map(number_of).collect();
+        numbers.sort_unstable();
+        assert_eq!(
+            numbers,
+            (first..first + 500).collect::<Vec<_>>(),
+            "{door:?}: the batch at the limit arrives whole, once, and nothing of the refused one"
+        );
+    }
+    stack.assert_healthy("batches at the envelope limit").await;
 }
 
 /// A subscription without selectors, or with a selector that names no

@@ -16,6 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use spillway_proto::codec::{self, Refusal};
 use spillway_proto::v2::{self, Envelope};
 
 /// Label pairs of a metric family.
@@ -86,6 +87,7 @@ impl SelfMetrics {
             "Envelopes dropped, by direction (ingress: refused on arrival; egress: lost in a buffer towards the next stage)",
             dropped.clone(),
         );
+        registry.register_collector(Box::new(RefusedMessages));
         registry.register(
             "subscriptions",
             "Open egress subscriptions",
@@ -217,6 +219,32 @@ impl SelfMetrics {
                 sink(me.envelopes(&instance_id));
             }
         })
+    }
+}
+
+/// `refused_messages{reason}`: gRPC messages refused whole, from the
+/// process-wide counts of [`spillway_proto::codec::refusals`].
+#[derive(Debug)]
+struct RefusedMessages;
+
+impl prometheus_client::collector::Collector for RefusedMessages {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let mut family = encoder.encode_descriptor(
+            "refused_messages",
+            "gRPC messages refused whole (their envelopes with them), by reason: malformed, too_many_envelopes, too_large",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for why in Refusal::ALL {
+            let labels = [("reason", why.as_str())];
+            ConstCounter::new(codec::refusals().get(why)).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 
