@@ -708,6 +708,92 @@ async fn a_batch_at_the_envelope_limit_passes_and_one_more_is_refused() {
     stack.assert_healthy("batches at the envelope limit").await;
 }
 
+/// With the default limits, a 6 MB batch like the real Loggregator agent's
+/// (100 logs of 60 KiB, on a BatchSender stream) passes whole from the
+/// collector, and from the router, to the consumer: the limit is 10 MiB, as
+/// in Loggregator. A batch over 10 MiB is refused with OutOfRange by the
+/// hop that receives it, and counted there as `too_large`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_six_megabyte_agent_batch_passes_and_an_oversized_one_is_counted() {
+    let mut stack = Stack::start(&[], &[]);
+    let mut probe = Probe::open(&stack, "start").await;
+    probe
+        .through(stack.collector.port, &stack.certs, "start")
+        .await;
+    let doors = [
+        (
+            Door::Collector,
+            stack.collector.port,
+            stack.collector.http_port,
+        ),
+        (Door::Router, stack.router.port, stack.router.metrics_port),
+    ];
+    for (door, port, metrics_port) in doors {
+        let first = probe.next;
+        let batch = |n: u64| EnvelopeBatch {
+            batch: (first..first + n)
+                .map(|i| {
+                    let mut e = numbered_log(&probe.source, i);
+                    if let Some(v2::envelope::Message::Log(l)) = &mut e.message {
+                        let mut payload = l.payload.to_vec();
+                        payload.push(b' ');
+                        payload.resize(60 * 1024, b'p');
+                        l.payload = payload.into();
+                    }
+                    e
+                })
+                .collect(),
+        };
+        let six = batch(100);
+        assert!(six.encoded_len() > 6_000_000, "{}", six.encoded_len());
+        let mut ingress = IngressClient::new(channel(port, stack.certs.client()).await);
+        ingress
+            .batch_sender(futures::stream::iter([six]))
+            .await
+            .unwrap_or_else(|s| panic!("{door:?} refused a 6 MB batch: {s:?}"));
+        probe.next += 190;
+        let got = collect_until(&mut probe.stream, Duration::from_secs(30), |g| {
+            g.len() >= 100
+        })
+        .await;
+        // "line N pppp...": the number before the padding.
+        let mut numbers: Vec<u64> = got
+            .iter()
+            .filter_map(|e| match &e.message {
+                Some(v2::envelope::Message::Log(l)) if l.payload.len() == 60 * 1024 => {
+                    let text = std::str::from_utf8(&l.payload).ok()?;
+                    text.strip_prefix("line ")?.split(' ').next()?.parse().ok()
+                }
+                _ => None,
+            })
+            .collect();
+        numbers.sort_unstable();
+        assert_eq!(
+            numbers,
+            (first..first + 100).collect::<Vec<_>>(),
+            "{door:?}: all 100 logs of 60 KiB arrive, once"
+        );
+
+        let eleven = batch(190);
+        assert!(eleven.encoded_len() > 10 << 20, "{}", eleven.encoded_len());
+        let status = ingress
+            .batch_sender(futures::stream::iter([eleven]))
+            .await
+            .expect_err(&format!("{door:?} accepted an 11 MB batch"));
+        assert_eq!(
+            status.code(),
+            tonic::Code::OutOfRange,
+            "{door:?}: {status:?}"
+        );
+        assert_eq!(
+            refused_messages(metrics_port, "too_large"),
+            Some(1),
+            "{door:?}: the oversized batch is counted where it was refused"
+        );
+    }
+    stack.assert_healthy("6 MB and 11 MB batches").await;
+}
+
 /// A subscription without selectors, or with a selector that names no
 /// envelope type, gets InvalidArgument from the RLP and from the router,
 /// and both keep serving.

@@ -10,8 +10,10 @@ use tonic::transport::{Channel, Endpoint, Server};
 
 use crate::tls::Tls;
 
-/// Largest gRPC message a Spillway server accepts unless told otherwise.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest gRPC message a Spillway server accepts unless told otherwise:
+/// 10 MiB, as Loggregator's agent and router (the agent sends batches of
+/// up to 100 logs of 60 KiB, some 6 MB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 10 * 1024 * 1024;
 
 /// The range of `--max-message-bytes`: room for a container line's
 /// envelope at least, and no more than a connection may make a process
