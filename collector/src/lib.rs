@@ -33,6 +33,7 @@ use clap::Parser;
 use spillway_plumbing::batch::BatchArgs;
 use spillway_plumbing::diode::PerCore;
 use spillway_plumbing::grpc::{self, DEFAULT_MAX_MESSAGE_BYTES, HostPort};
+use spillway_plumbing::health::Health;
 use spillway_plumbing::ingress::IngressService;
 use spillway_plumbing::metrics::{self, Direction, SelfMetrics};
 use spillway_plumbing::tls::TlsArgs;
@@ -157,6 +158,22 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
 
     let ingress_listener = grpc::bind("--ingress-addr", flags.ingress_addr).await?;
     let http_listener = grpc::bind("--http-addr", flags.http_addr).await?;
+    // The HTTP port answers at once; /health says 503 until capture and
+    // shipping are ready, so that orchestrators wait.
+    let health = Health::new();
+    health.pending(capture::HEALTH_PART, "starting");
+    health.pending(shipper::HEALTH_PART, "starting");
+    let http_context = http::Context {
+        metrics: metrics.clone(),
+        health: health.clone(),
+        hub: hub.clone(),
+        routes: routes.clone(),
+        route_metrics,
+    };
+    metrics::spawn_http(
+        http_listener,
+        http::router(&http_context, flags.http_token.clone()),
+    );
 
     let enricher = Arc::new(Enricher::new(host.clone()));
     let sink = {
@@ -195,6 +212,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         flags.ring_bytes,
         output,
         capture_metrics,
+        health.clone(),
     )?;
     shipper::spawn(
         diodes.clone(),
@@ -205,16 +223,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         flags.max_message_bytes,
         metrics.clone(),
     );
-    let http_context = http::Context {
-        metrics: metrics.clone(),
-        hub,
-        routes: routes.clone(),
-        route_metrics,
-    };
-    metrics::spawn_http(
-        http_listener,
-        http::router(&http_context, flags.http_token.clone()),
-    );
+    health.ready(shipper::HEALTH_PART);
     metrics.spawn_emitter(host.clone(), flags.metrics_interval, move |envelopes| {
         sink(envelopes)
     });

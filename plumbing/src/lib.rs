@@ -5,6 +5,7 @@
 //! - [`batch`]: turning a diode into batches that flush when full or after a
 //!   short linger.
 //! - [`tls`]: the `--tls-*` flags and mutual-TLS configs for tonic.
+//! - [`health`]: readiness, as `/health` reports it.
 //! - [`grpc`]: `HOST:PORT` endpoints, server limits, client channels.
 //! - [`metrics`]: the self metrics every binary keeps, served as Prometheus
 //!   text and emitted as counter envelopes.
@@ -22,6 +23,7 @@ pub mod diode;
 pub mod egress;
 pub mod fnv;
 pub mod grpc;
+pub mod health;
 pub mod ingress;
 pub mod logging;
 pub mod metrics;

@@ -248,8 +248,19 @@ impl prometheus_client::collector::Collector for RefusedMessages {
     }
 }
 
-/// `/metrics` (Prometheus text) and `/health`.
+/// `/metrics` (Prometheus text) and `/health` (always ready).
 pub fn http_routes(metrics: Arc<SelfMetrics>) -> Router {
+    http_routes_with_health(metrics, crate::health::Health::new())
+}
+
+/// `/metrics` (Prometheus text) and `/health`: 200 `ok` when `health` has
+/// nothing pending, else 503 with a line per part that is not ready.
+/// `/health/live` answers 200 whenever the process serves HTTP at all (for
+/// liveness probes, which must not restart a process that waits on Docker).
+pub fn http_routes_with_health(
+    metrics: Arc<SelfMetrics>,
+    health: Arc<crate::health::Health>,
+) -> Router {
     Router::new()
         .route(
             "/metrics",
@@ -267,7 +278,19 @@ pub fn http_routes(metrics: Arc<SelfMetrics>) -> Router {
                 }
             }),
         )
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health/live", get(|| async { "ok\n" }))
+        .route(
+            "/health",
+            get(move || {
+                let health = health.clone();
+                async move {
+                    match health.check() {
+                        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+                        Err(pending) => (StatusCode::SERVICE_UNAVAILABLE, pending),
+                    }
+                }
+            }),
+        )
 }
 
 /// Serves `router` over HTTP/1 on `listener` until the process ends.
