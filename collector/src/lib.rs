@@ -35,7 +35,7 @@ use spillway_plumbing::diode::PerCore;
 use spillway_plumbing::grpc::{self, DEFAULT_MAX_MESSAGE_BYTES, HostPort};
 use spillway_plumbing::health::Health;
 use spillway_plumbing::ingress::IngressService;
-use spillway_plumbing::metrics::{self, Direction, SelfMetrics};
+use spillway_plumbing::metrics::{Direction, SelfMetrics};
 use spillway_plumbing::tls::TlsArgs;
 use spillway_plumbing::{parse_duration, usize_in};
 use spillway_proto::v2::Envelope;
@@ -77,6 +77,8 @@ pub struct Flags {
     pub state_dir: PathBuf,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub conn: spillway_plumbing::conn::ConnArgs,
     /// Where container output comes from: `auto` (eBPF where the kernel and
     /// privileges allow, else the Docker API), `ebpf`, `docker`, or `none`.
     #[arg(long, value_enum, default_value_t = SourceKind::Auto)]
@@ -170,9 +172,10 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         routes: routes.clone(),
         route_metrics,
     };
-    metrics::spawn_http(
+    spillway_plumbing::conn::spawn_http(
         http_listener,
         http::router(&http_context, flags.http_token.clone()),
+        flags.conn.handshake_timeout,
     );
 
     let enricher = Arc::new(Enricher::new(host.clone()));
@@ -197,7 +200,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
             metrics.dropped(Direction::Ingress, dropped);
         })
     };
-    let server = grpc::server(&tls)?.add_service(IngressService::server(
+    let server = grpc::builder().add_service(IngressService::server(
         sink.clone(),
         metrics.clone(),
         flags.max_message_bytes,
@@ -251,10 +254,8 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     let routes_alive = routes;
     Ok(tokio::spawn(async move {
         let _routes = routes_alive;
-        if let Err(e) = server
-            .serve_with_incoming(grpc::incoming(ingress_listener))
-            .await
-        {
+        let timeout = flags.conn.handshake_timeout;
+        if let Err(e) = grpc::serve(server, ingress_listener, &tls, timeout).await {
             tracing::error!("gRPC server stopped: {e}");
         }
     }))

@@ -118,6 +118,16 @@ const CASES: &[(&str, &str, &[&str])] = &[
         &["0", "18446744073709551615"],
     ),
     ("spillway-rlp", "--batch-size", &["0", "100000000"]),
+    (
+        "spillway-router",
+        "--handshake-timeout",
+        &["0", "500ms", "1h"],
+    ),
+    (
+        "spillway-collector",
+        "--max-batch-envelopes",
+        &["0", "100000000"],
+    ),
 ];
 
 #[test]

@@ -124,13 +124,21 @@ fn tune(ep: Endpoint) -> Endpoint {
         .keep_alive_while_idle(true)
 }
 
-/// A server builder with TLS (if configured) and keepalives.
-pub fn server(tls: &Tls) -> Result<Server, String> {
-    let mut b = Server::builder()
+/// A server builder with keepalives, without TLS: for [`serve`], which
+/// does the TLS handshakes itself.
+pub fn builder() -> Server {
+    Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .max_concurrent_streams(Some(4096));
+        .max_concurrent_streams(Some(4096))
+}
+
+/// A server builder with TLS in tonic (if configured) and keepalives, for
+/// servers given a plain `TcpListenerStream` (tests). Tonic's handshakes
+/// have no timeout: the binaries use [`builder`] and [`serve`].
+pub fn server(tls: &Tls) -> Result<Server, String> {
+    let mut b = builder();
     if let Some(cfg) = tls.server_config() {
         b = b.tls_config(cfg).map_err(|e| {
             format!("TLS server setup failed (check --tls-cert and --tls-key): {e}")
@@ -146,26 +154,29 @@ pub async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen on {flag} {addr}: {e}"))
 }
 
-/// Accepted connections of `listener`, for `serve_with_incoming`. Accept
-/// errors (such as running out of file descriptors) are logged and skipped
-/// instead of ending the server.
-pub fn incoming(
+/// Serves `router` on `listener` until the process ends, through TLS
+/// unless `tls` is plaintext. TLS handshakes are done here rather than in
+/// tonic, so that each connection must finish its handshake and send its
+/// HTTP/2 preface within `handshake_timeout` ([`crate::conn`]); accept
+/// errors back off. `router` must come from [`builder`] (no TLS of its own).
+pub async fn serve(
+    router: tonic::transport::server::Router,
     listener: TcpListener,
-) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
-    futures::stream::unfold(listener, |listener| async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Some((Ok(stream), listener));
-                }
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
+    tls: &Tls,
+    handshake_timeout: Duration,
+) -> Result<(), tonic::transport::Error> {
+    match tls.rustls_server_config() {
+        Some(config) => {
+            router
+                .serve_with_incoming(crate::conn::tls(listener, config, handshake_timeout))
+                .await
         }
-    })
+        None => {
+            router
+                .serve_with_incoming(crate::conn::plain(listener, handshake_timeout))
+                .await
+        }
+    }
 }
 
 #[cfg(test)]

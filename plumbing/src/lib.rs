@@ -6,6 +6,7 @@
 //!   short linger.
 //! - [`tls`]: the `--tls-*` flags and mutual-TLS configs for tonic.
 //! - [`health`]: readiness, as `/health` reports it.
+//! - [`conn`]: accepting connections with handshake timeouts and backoff.
 //! - [`grpc`]: `HOST:PORT` endpoints, server limits, client channels.
 //! - [`metrics`]: the self metrics every binary keeps, served as Prometheus
 //!   text and emitted as counter envelopes.
@@ -19,6 +20,7 @@
 pub mod backoff;
 pub mod batch;
 pub mod config;
+pub mod conn;
 pub mod diode;
 pub mod egress;
 pub mod fnv;

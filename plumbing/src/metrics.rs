@@ -293,16 +293,13 @@ pub fn http_routes_with_health(
         )
 }
 
-/// Serves `router` over HTTP/1 on `listener` until the process ends.
+/// Serves `router` over HTTP on `listener` until the process ends, with
+/// the default handshake timeout ([`crate::conn::spawn_http`]).
 pub fn spawn_http(
     listener: tokio::net::TcpListener,
     router: Router,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!("HTTP server stopped: {e}");
-        }
-    })
+    crate::conn::spawn_http(listener, router, crate::conn::DEFAULT_HANDSHAKE_TIMEOUT)
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub struct Flags {
     pub metrics_addr: SocketAddr,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub conn: spillway_plumbing::conn::ConnArgs,
     /// Largest gRPC message accepted; larger ones are refused with an error
     /// (64 KiB to 64 MiB).
     #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, value_parser = grpc::message_bytes_parser())]
@@ -78,7 +80,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     };
     let grpc_listener = grpc::bind("--addr", flags.addr).await?;
     let http_listener = grpc::bind("--metrics-addr", flags.metrics_addr).await?;
-    let server = grpc::server(&tls)?
+    let server = grpc::builder()
         .add_service(IngressService::server(
             ingress,
             metrics.clone(),
@@ -90,7 +92,11 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
             metrics.clone(),
         ));
 
-    metrics::spawn_http(http_listener, metrics::http_routes(metrics.clone()));
+    spillway_plumbing::conn::spawn_http(
+        http_listener,
+        metrics::http_routes(metrics.clone()),
+        flags.conn.handshake_timeout,
+    );
     let instance = flags.self_metrics.instance_id();
     {
         let pubsub = pubsub.clone();
@@ -111,10 +117,8 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         flags.metrics_addr
     );
     Ok(tokio::spawn(async move {
-        if let Err(e) = server
-            .serve_with_incoming(grpc::incoming(grpc_listener))
-            .await
-        {
+        let timeout = flags.conn.handshake_timeout;
+        if let Err(e) = grpc::serve(server, grpc_listener, &tls, timeout).await {
             tracing::error!("gRPC server stopped: {e}");
         }
     }))
