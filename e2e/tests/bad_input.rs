@@ -606,11 +606,20 @@ fn peak_rss(pid: u32) -> u64 {
 /// and the router before it is decoded: the peak memory of each process
 /// grows by less than 64 MiB (decoded, it would take some 500 MB), the
 /// refusal is counted as `too_many_envelopes`, and afterwards everything
-/// still gets through.
+/// still gets through. So is one envelope of two million empty tags
+/// (`too_many_tags`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_of_two_million_empty_envelopes_is_refused_without_bloat() {
     let mut stack = Stack::start(&[], &[]);
     let empty: Vec<u8> = [0x0a, 0x00].repeat(2_000_000);
+    // One envelope (batch field 1) of two million empty tags (field 9).
+    let tags: Vec<u8> = {
+        let envelope = [0x4a, 0x00].repeat(2_000_000);
+        let mut batch = vec![0x0a];
+        prost::encoding::encode_varint(envelope.len() as u64, &mut batch);
+        batch.extend(envelope);
+        batch
+    };
     let doors = [
         (
             Door::Collector,
@@ -626,27 +635,36 @@ async fn a_message_of_two_million_empty_envelopes_is_refused_without_bloat() {
         ),
     ];
     for (door, port, metrics_port, pid) in doors {
-        let before = peak_rss(pid);
-        let status = raw_send(port, &stack.certs, empty.clone())
-            .await
-            .expect_err(&format!("{door:?} accepted two million empty envelopes"));
-        assert_eq!(
-            status.code(),
-            tonic::Code::ResourceExhausted,
-            "{door:?}: {status:?}"
-        );
-        let grown = peak_rss(pid).saturating_sub(before);
-        assert!(
-            grown < 64 << 20,
-            "{door:?}: peak memory grew by {} MiB",
-            grown >> 20
-        );
-        assert_eq!(
-            refused_messages(metrics_port, "too_many_envelopes"),
-            Some(1),
-            "{door:?}"
-        );
-        stack.assert_alive(&format!("two million empty envelopes to the {door:?}"));
+        for (what, bytes, reason) in [
+            ("two million empty envelopes", &empty, "too_many_envelopes"),
+            (
+                "an envelope of two million empty tags",
+                &tags,
+                "too_many_tags",
+            ),
+        ] {
+            let before = peak_rss(pid);
+            let status = raw_send(port, &stack.certs, bytes.clone())
+                .await
+                .expect_err(&format!("{door:?} accepted {what}"));
+            assert_eq!(
+                status.code(),
+                tonic::Code::ResourceExhausted,
+                "{door:?}, {what}: {status:?}"
+            );
+            let grown = peak_rss(pid).saturating_sub(before);
+            assert!(
+                grown < 64 << 20,
+                "{door:?}, {what}: peak memory grew by {} MiB",
+                grown >> 20
+            );
+            assert_eq!(
+                refused_messages(metrics_port, reason),
+                Some(1),
+                "{door:?}, {what}"
+            );
+            stack.assert_alive(&format!("{what} to the {door:?}"));
+        }
     }
     stack.assert_healthy("two million empty envelopes").await;
 }

@@ -236,7 +236,7 @@ impl prometheus_client::collector::Collector for RefusedMessages {
         use prometheus_client::metrics::counter::ConstCounter;
         let mut family = encoder.encode_descriptor(
             "refused_messages",
-            "gRPC messages refused whole (their envelopes with them), by reason: malformed, too_many_envelopes, too_large",
+            "gRPC messages refused whole (their envelopes with them), by reason: malformed, too_many_envelopes, too_many_tags, too_large",
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;

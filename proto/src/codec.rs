@@ -8,7 +8,9 @@
 //!   encoded bytes. A batch of more than [`max_batch_envelopes`] entries
 //!   is refused with `ResourceExhausted` without decoding it: a 4 MiB
 //!   message of two million empty envelopes would otherwise cost some
-//!   500 MB of `Envelope` structs.
+//!   500 MB of `Envelope` structs. So is a batch or an envelope of more
+//!   than [`max_map_entries`] tags and gauge values (two million empty
+//!   tags cost as much).
 //!
 //! Both refusals are counted in [`refusals`], which the binaries serve as
 //! `spillway_refused_messages_total{reason}`.
@@ -50,6 +52,8 @@ pub enum Refusal {
     Malformed,
     /// An `EnvelopeBatch` with more than [`max_batch_envelopes`] entries.
     TooManyEnvelopes,
+    /// A message with more than [`max_map_entries`] tags and gauge values.
+    TooManyTags,
     /// Larger than the server's `--max-message-bytes` (counted by the
     /// ingress service, which sees tonic's `OutOfRange`).
     TooLarge,
@@ -57,9 +61,10 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason, in the order of [`Refusals::counts`].
-    pub const ALL: [Refusal; 3] = [
+    pub const ALL: [Refusal; 4] = [
         Refusal::Malformed,
         Refusal::TooManyEnvelopes,
+        Refusal::TooManyTags,
         Refusal::TooLarge,
     ];
 
@@ -68,6 +73,7 @@ impl Refusal {
         match self {
             Refusal::Malformed => "malformed",
             Refusal::TooManyEnvelopes => "too_many_envelopes",
+            Refusal::TooManyTags => "too_many_tags",
             Refusal::TooLarge => "too_large",
         }
     }
@@ -76,7 +82,7 @@ impl Refusal {
 /// Messages refused in this process, by reason.
 #[derive(Debug, Default)]
 pub struct Refusals {
-    counts: [AtomicU64; 3],
+    counts: [AtomicU64; 4],
 }
 
 impl Refusals {
@@ -107,7 +113,12 @@ pub fn refused(why: Refusal, detail: &str) {
 }
 
 static REFUSALS: Refusals = Refusals {
-    counts: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+    counts: [
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+    ],
 };
 
 /// The messages this process refused, by reason.
@@ -123,7 +134,16 @@ pub trait Precheck {
     }
 }
 
-impl Precheck for v2::Envelope {}
+impl Precheck for v2::Envelope {
+    fn precheck(bytes: &[u8]) -> Result<(), Status> {
+        let max = max_map_entries();
+        if map_entries(bytes) > max {
+            return Err(too_many_tags(max));
+        }
+        Ok(())
+    }
+}
+
 impl Precheck for v2::EgressRequest {}
 impl Precheck for v2::EgressBatchRequest {}
 impl Precheck for v2::IngressResponse {}
@@ -143,41 +163,82 @@ impl Precheck for v2::EnvelopeBatch {
                 "a batch of more than {max} envelopes is refused (--max-batch-envelopes)"
             )));
         }
+        let max = max_map_entries();
+        let mut entries = 0usize;
+        for (_, envelope) in fields(bytes).filter(|(f, _)| *f == 1) {
+            entries += envelope.map_or(0, map_entries);
+            if entries > max {
+                return Err(too_many_tags(max));
+            }
+        }
         Ok(())
     }
 }
 
-/// Counts the top-level fields numbered `field` in `bytes`, stopping at
-/// `stop`. Bytes that are not protobuf end the count where they start (the
-/// decoder then refuses them).
-pub fn count_field(mut bytes: &[u8], field: u32, stop: usize) -> usize {
-    let mut n = 0;
-    while !bytes.is_empty() && n < stop {
-        let Ok(key) = prost::encoding::decode_varint(&mut bytes) else {
-            break;
-        };
-        let skip = match key & 7 {
-            0 => match prost::encoding::decode_varint(&mut bytes) {
-                Ok(_) => 0,
-                Err(_) => break,
-            },
-            1 => 8,
-            2 => match prost::encoding::decode_varint(&mut bytes) {
-                Ok(len) => len,
-                Err(_) => break,
-            },
-            5 => 4,
-            _ => break,
+/// The top-level fields of the protobuf message `bytes`: each field's
+/// number, and the content of length-delimited ones. Bytes that are not
+/// protobuf end the iteration where they start (the decoder then refuses
+/// them).
+pub fn fields(mut bytes: &[u8]) -> impl Iterator<Item = (u64, Option<&[u8]>)> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        let key = prost::encoding::decode_varint(&mut bytes).ok()?;
+        let (skip, delimited) = match key & 7 {
+            0 => {
+                prost::encoding::decode_varint(&mut bytes).ok()?;
+                (0, false)
+            }
+            1 => (8, false),
+            2 => (prost::encoding::decode_varint(&mut bytes).ok()?, true),
+            5 => (4, false),
+            _ => return None,
         };
         if skip > bytes.len() as u64 {
-            break;
+            return None;
         }
-        bytes.advance(skip as usize);
-        if key >> 3 == u64::from(field) {
-            n += 1;
-        }
-    }
-    n
+        let (content, rest) = bytes.split_at(skip as usize);
+        bytes = rest;
+        Some((key >> 3, delimited.then_some(content)))
+    })
+}
+
+/// Counts the top-level fields numbered `field` in `bytes`, stopping at
+/// `stop`.
+pub fn count_field(bytes: &[u8], field: u64, stop: usize) -> usize {
+    fields(bytes)
+        .filter(|(f, _)| *f == field)
+        .take(stop)
+        .count()
+}
+
+/// The map entries of an encoded `Envelope`: its tags, deprecated tags and
+/// gauge values. Each costs some 60 bytes once decoded for 2 on the wire.
+pub fn map_entries(envelope: &[u8]) -> usize {
+    fields(envelope)
+        .map(|(f, content)| match (f, content) {
+            // deprecated_tags, tags
+            (3 | 9, _) => 1,
+            // gauge: its `metrics` map
+            (6, Some(gauge)) => count_field(gauge, 1, usize::MAX),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The most map entries (tags, deprecated tags, gauge values) one message
+/// may hold in all: 32 per envelope of [`max_batch_envelopes`] (320,000,
+/// some 20 MB decoded; real envelopes carry a handful).
+pub fn max_map_entries() -> usize {
+    max_batch_envelopes().saturating_mul(32)
+}
+
+fn too_many_tags(max: usize) -> Status {
+    refused(Refusal::TooManyTags, &format!("more than {max} tags"));
+    Status::resource_exhausted(format!(
+        "a message of more than {max} tags and gauge values in all is refused (32 per --max-batch-envelopes)"
+    ))
 }
 
 /// The codec named in the generated services and clients.
@@ -268,6 +329,7 @@ mod tests {
         assert_eq!(count_field(&bytes, 1, usize::MAX), 7);
         assert_eq!(count_field(&bytes, 1, 3), 3);
         assert_eq!(count_field(&[0x0a, 0xff, 0xff], 1, usize::MAX), 0);
+        assert_eq!(fields(&bytes).count(), 7);
     }
 
     #[test]
@@ -283,5 +345,34 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         let status = decode::<v2::EnvelopeBatch>(&[0x0a, 0x05, 0x01]).unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn too_many_tags_are_refused_in_an_envelope_and_in_a_batch() {
+        let mut e = v2::Envelope::default();
+        for i in 0..max_map_entries() {
+            e.tags.insert(i.to_string(), String::new());
+        }
+        let at_limit = e.encode_to_vec();
+        assert_eq!(map_entries(&at_limit), max_map_entries());
+        assert!(decode::<v2::Envelope>(&at_limit).is_ok());
+        e.tags.insert("one more".into(), String::new());
+        let status = decode::<v2::Envelope>(&e.encode_to_vec()).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        let batch = v2::EnvelopeBatch { batch: vec![e] }.encode_to_vec();
+        let status = decode::<v2::EnvelopeBatch>(&batch).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+
+        let mut gauge = v2::Gauge::default();
+        for i in 0..=max_map_entries() {
+            gauge
+                .metrics
+                .insert(i.to_string(), v2::GaugeValue::default());
+        }
+        let e = v2::Envelope {
+            message: Some(v2::envelope::Message::Gauge(gauge)),
+            ..Default::default()
+        };
+        assert!(decode::<v2::Envelope>(&e.encode_to_vec()).is_err());
     }
 }
