@@ -795,7 +795,7 @@ async fn a_six_megabyte_agent_batch_passes_and_an_oversized_one_is_counted() {
         let eleven = batch(190);
         assert!(eleven.encoded_len() > 10 << 20, "{}", eleven.encoded_len());
         let status = ingress
-            .batch_sender(futures::stream::iter([eleven]))
+            .batch_sender(futures::stream::iter([eleven.clone()]))
             .await
             .expect_err(&format!("{door:?} accepted an 11 MB batch"));
         assert_eq!(
@@ -807,6 +807,18 @@ async fn a_six_megabyte_agent_batch_passes_and_an_oversized_one_is_counted() {
             refused_messages(metrics_port, "too_large"),
             Some(1),
             "{door:?}: the oversized batch is counted where it was refused"
+        );
+        // The same through the unary Send, which tonic refuses before any
+        // handler runs.
+        let status = ingress
+            .send(eleven)
+            .await
+            .expect_err(&format!("{door:?} accepted an 11 MB Send"));
+        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+        assert_eq!(
+            refused_messages(metrics_port, "too_large"),
+            Some(2),
+            "{door:?}: an oversized Send is counted too"
         );
     }
     stack.assert_healthy("6 MB and 11 MB batches").await;

@@ -126,19 +126,55 @@ fn tune(ep: Endpoint) -> Endpoint {
 
 /// A server builder with keepalives, without TLS: for [`serve`], which
 /// does the TLS handshakes itself.
-pub fn builder() -> Server {
+pub fn builder() -> Server<Layers> {
     Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .max_concurrent_streams(Some(4096))
+        .layer(count_too_large())
+}
+
+/// The layers of a [`builder`] server.
+pub type Layers = tower::layer::util::Stack<CountTooLarge, tower::layer::util::Identity>;
+
+/// The layer of [`count_too_large`].
+pub type CountTooLarge = tower::util::MapResponseLayer<
+    fn(
+        tonic::codegen::http::Response<tonic::body::Body>,
+    ) -> tonic::codegen::http::Response<tonic::body::Body>,
+>;
+
+/// Counts every call answered with OutOfRange: tonic's answer to a message
+/// over the server's size limit, which it gives before any handler runs
+/// (`spillway_refused_messages_total{reason="too_large"}`).
+pub fn count_too_large() -> CountTooLarge {
+    fn count(
+        response: tonic::codegen::http::Response<tonic::body::Body>,
+    ) -> tonic::codegen::http::Response<tonic::body::Body> {
+        let status = response.headers().get("grpc-status");
+        if status.is_some_and(|s| s.as_bytes() == b"11") {
+            let message = response
+                .headers()
+                .get("grpc-message")
+                .and_then(|m| m.to_str().ok())
+                .unwrap_or("");
+            spillway_proto::codec::refused(spillway_proto::codec::Refusal::TooLarge, message);
+        }
+        response
+    }
+    tower::util::MapResponseLayer::new(count as fn(_) -> _)
 }
 
 /// A server builder with TLS in tonic (if configured) and keepalives, for
 /// servers given a plain `TcpListenerStream` (tests). Tonic's handshakes
 /// have no timeout: the binaries use [`builder`] and [`serve`].
 pub fn server(tls: &Tls) -> Result<Server, String> {
-    let mut b = builder();
+    let mut b = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .max_concurrent_streams(Some(4096));
     if let Some(cfg) = tls.server_config() {
         b = b.tls_config(cfg).map_err(|e| {
             format!("TLS server setup failed (check --tls-cert and --tls-key): {e}")
@@ -160,7 +196,7 @@ pub async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, String> {
 /// HTTP/2 preface within `handshake_timeout` ([`crate::conn`]); accept
 /// errors back off. `router` must come from [`builder`] (no TLS of its own).
 pub async fn serve(
-    router: tonic::transport::server::Router,
+    router: tonic::transport::server::Router<Layers>,
     listener: TcpListener,
     tls: &Tls,
     handshake_timeout: Duration,

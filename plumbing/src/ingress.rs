@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use spillway_proto::codec::{self, Refusal};
 use spillway_proto::v2::ingress_server::{Ingress, IngressServer};
 use spillway_proto::v2::{
     BatchSenderResponse, Envelope, EnvelopeBatch, IngressResponse, SendResponse,
@@ -62,7 +61,7 @@ impl<S: Sink> Ingress for IngressService<S> {
         request: Request<Streaming<Envelope>>,
     ) -> Result<Response<IngressResponse>, Status> {
         let mut stream = request.into_inner();
-        while let Some(envelope) = stream.message().await.map_err(count_too_large)? {
+        while let Some(envelope) = stream.message().await? {
             self.take(vec![envelope]);
         }
         Ok(Response::new(IngressResponse {}))
@@ -73,7 +72,7 @@ impl<S: Sink> Ingress for IngressService<S> {
         request: Request<Streaming<EnvelopeBatch>>,
     ) -> Result<Response<BatchSenderResponse>, Status> {
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.message().await.map_err(count_too_large)? {
+        while let Some(batch) = stream.message().await? {
             self.take(batch.batch);
         }
         Ok(Response::new(BatchSenderResponse {}))
@@ -86,16 +85,6 @@ impl<S: Sink> Ingress for IngressService<S> {
         self.take(request.into_inner().batch);
         Ok(Response::new(SendResponse {}))
     }
-}
-
-/// Counts a message over `--max-message-bytes` (tonic refuses it with
-/// `OutOfRange` before it is decoded). The codec counts the refusals it
-/// makes itself (`spillway_proto::codec`).
-fn count_too_large(status: Status) -> Status {
-    if status.code() == tonic::Code::OutOfRange {
-        codec::refused(Refusal::TooLarge, status.message());
-    }
-    status
 }
 
 #[cfg(test)]
