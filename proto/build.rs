@@ -27,6 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
         .bytes(".loggregator.v2.Log.payload")
+        // InvalidArgument for malformed bytes, batch sizes checked first.
+        .codec_path("crate::codec::Codec")
         .compile_fds(descriptors)?;
 
     pbjson_build::Builder::new()

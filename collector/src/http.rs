@@ -3,7 +3,7 @@
 //!
 //! Each handler set is one entry of [`MODULES`], compiled in by its cargo
 //! feature. When a `--http-token` is set (it must be when the port listens
-//! beyond loopback), every path but `/health` wants
+//! beyond loopback), every path but `/health` and `/health/live` wants
 //! `Authorization: Bearer TOKEN`.
 
 use std::net::SocketAddr;
@@ -14,12 +14,15 @@ use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use spillway_plumbing::health::Health;
 use spillway_plumbing::metrics::{self, SelfMetrics};
 use spillway_routes::{Hub, RouteMetrics, Routes};
 
 /// What handlers may use.
 pub struct Context {
     pub metrics: Arc<SelfMetrics>,
+    /// What `/health` reports (capture and shipping ready or not).
+    pub health: Arc<Health>,
     pub hub: Arc<Hub>,
     pub routes: Arc<Routes>,
     pub route_metrics: RouteMetrics,
@@ -35,7 +38,7 @@ pub struct Module {
 pub static MODULES: &[Module] = &[
     Module {
         name: "health+metrics",
-        router: |c| metrics::http_routes(c.metrics.clone()),
+        router: |c| metrics::http_routes_with_health(c.metrics.clone(), c.health.clone()),
     },
     #[cfg(feature = "http-routes")]
     Module {
@@ -84,7 +87,9 @@ async fn authorize(expected: &str, req: Request, next: Next) -> Response {
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if req.uri().path() == "/health" || constant_time_eq(given, expected.as_bytes()) {
+    if matches!(req.uri().path(), "/health" | "/health/live")
+        || constant_time_eq(given, expected.as_bytes())
+    {
         return next.run(req).await;
     }
     let mut response = spillway_routes::http::error(

@@ -33,10 +33,11 @@ use clap::Parser;
 use spillway_plumbing::batch::BatchArgs;
 use spillway_plumbing::diode::PerCore;
 use spillway_plumbing::grpc::{self, DEFAULT_MAX_MESSAGE_BYTES, HostPort};
+use spillway_plumbing::health::Health;
 use spillway_plumbing::ingress::IngressService;
-use spillway_plumbing::metrics::{self, Direction, SelfMetrics};
-use spillway_plumbing::parse_duration;
+use spillway_plumbing::metrics::{Direction, SelfMetrics};
 use spillway_plumbing::tls::TlsArgs;
+use spillway_plumbing::{parse_duration, usize_in};
 use spillway_proto::v2::Envelope;
 
 use spillway_routes::{Event, Hub, RouteMetrics, Routes};
@@ -81,6 +82,8 @@ pub struct Flags {
     pub state_dir: PathBuf,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub conn: spillway_plumbing::conn::ConnArgs,
     /// Where container output comes from: `auto` (eBPF where the kernel and
     /// privileges allow, else the Docker API), `ebpf`, `docker`, or `none`.
     #[arg(long, value_enum, default_value_t = SourceKind::Auto)]
@@ -90,22 +93,32 @@ pub struct Flags {
     pub docker_host: String,
     /// Bytes of each eBPF ring buffer (one per CPU): a power of two. The
     /// default holds about 100 ms of the highest rate measured here.
-    #[arg(long, value_name = "BYTES", default_value_t = capture::ebpf::kernel::Options::DEFAULT_RING_BYTES)]
+    /// At most 1 GiB.
+    #[arg(long, value_name = "BYTES", default_value_t = capture::ebpf::kernel::Options::DEFAULT_RING_BYTES,
+          value_parser = clap::value_parser!(u32).range(4096..=1 << 30))]
     pub ring_bytes: u32,
     /// The `host` tag added to every envelope (default: this machine's hostname).
     #[arg(long)]
     pub hostname: Option<String>,
     /// Largest gRPC message accepted on ingress (larger ones are refused) and
     /// sent to a router (give routers the same limit).
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    /// 64 KiB to 64 MiB.
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, value_parser = grpc::message_bytes_parser())]
     pub max_message_bytes: usize,
-    /// Envelopes buffered per CPU core before the oldest are dropped.
-    #[arg(long, default_value_t = 10_000)]
+    /// Most envelopes one ingress message (`EnvelopeBatch`) may hold; larger
+    /// batches are refused whole with ResourceExhausted before they are
+    /// decoded, and counted (1 to 100000).
+    #[arg(long, default_value_t = spillway_proto::codec::DEFAULT_MAX_BATCH_ENVELOPES,
+          value_parser = spillway_plumbing::usize_in(1, 100_000))]
+    pub max_batch_envelopes: usize,
+    /// Envelopes buffered per CPU core before the oldest are dropped (1 to
+    /// 1000000).
+    #[arg(long, default_value_t = 10_000, value_parser = usize_in(1, grpc::MAX_BUFFER_ENVELOPES))]
     pub buffer_per_core: usize,
     #[command(flatten)]
     pub batch: BatchArgs,
-    /// Connections (BatchSender streams) kept to each router.
-    #[arg(long, default_value_t = 2)]
+    /// Connections (BatchSender streams) kept to each router (1 to 64).
+    #[arg(long, default_value_t = 2, value_parser = usize_in(1, 64))]
     pub links_per_router: usize,
     /// How often the collector emits its own metrics as envelopes.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
@@ -116,6 +129,7 @@ pub struct Flags {
 /// should end the process with status 2.
 pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> {
     let tls = flags.tls.load()?;
+    spillway_proto::codec::set_max_batch_envelopes(flags.max_batch_envelopes);
     http::check_token(flags.http_addr, flags.http_token.as_deref())?;
     let host = flags
         .hostname
@@ -164,6 +178,23 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
 
     let ingress_listener = grpc::bind("--ingress-addr", flags.ingress_addr).await?;
     let http_listener = grpc::bind("--http-addr", flags.http_addr).await?;
+    // The HTTP port answers at once; /health says 503 until capture and
+    // shipping are ready, so that orchestrators wait.
+    let health = Health::new();
+    health.pending(capture::HEALTH_PART, "starting");
+    health.pending(shipper::HEALTH_PART, "starting");
+    let http_context = http::Context {
+        metrics: metrics.clone(),
+        health: health.clone(),
+        hub: hub.clone(),
+        routes: routes.clone(),
+        route_metrics,
+    };
+    spillway_plumbing::conn::spawn_http(
+        http_listener,
+        http::router(&http_context, flags.http_token.clone()),
+        flags.conn.handshake_timeout,
+    );
 
     let enricher = Arc::new(Enricher::new(host.clone()));
     let sink = {
@@ -187,7 +218,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
             metrics.dropped(Direction::Ingress, dropped);
         })
     };
-    let server = grpc::server(&tls)?.add_service(IngressService::server(
+    let server = grpc::builder().add_service(IngressService::server(
         sink.clone(),
         metrics.clone(),
         flags.max_message_bytes,
@@ -202,6 +233,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         flags.ring_bytes,
         output,
         capture_metrics,
+        health.clone(),
     )?;
     shipper::spawn(
         diodes.clone(),
@@ -212,16 +244,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         flags.max_message_bytes,
         metrics.clone(),
     );
-    let http_context = http::Context {
-        metrics: metrics.clone(),
-        hub,
-        routes: routes.clone(),
-        route_metrics,
-    };
-    metrics::spawn_http(
-        http_listener,
-        http::router(&http_context, flags.http_token.clone()),
-    );
+    health.ready(shipper::HEALTH_PART);
     metrics.spawn_emitter(host.clone(), flags.metrics_interval, move |envelopes| {
         sink(envelopes)
     });
@@ -249,10 +272,8 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     let routes_alive = routes;
     Ok(tokio::spawn(async move {
         let _routes = routes_alive;
-        if let Err(e) = server
-            .serve_with_incoming(grpc::incoming(ingress_listener))
-            .await
-        {
+        let timeout = flags.conn.handshake_timeout;
+        if let Err(e) = grpc::serve(server, ingress_listener, &tls, timeout).await {
             tracing::error!("gRPC server stopped: {e}");
         }
     }))

@@ -81,6 +81,10 @@ impl Links {
     }
 }
 
+/// The part of the collector's `/health` that shipping reports: ready once
+/// the lanes and links to every router are started.
+pub const HEALTH_PART: &str = "shipping";
+
 /// Starts `links_per_router` links to each router, the app lane over
 /// `apps` and an ordered lane per diode of `shards`.
 ///

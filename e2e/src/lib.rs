@@ -379,7 +379,32 @@ impl Rlp {
 }
 
 impl Collector {
+    /// A collector shipping to `routers`, once its `/health` says it is
+    /// ready (capture and shipping started).
     pub fn start(certs: &Certs, routers: &[&Router], extra: &[&str]) -> Collector {
+        let collector = Collector::spawn(certs, routers, extra);
+        collector.wait_ready();
+        collector
+    }
+
+    /// Waits until `/health` answers 200.
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let health = http_status(self.http_port, "/health");
+            if matches!(&health, Some((200, _))) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the collector is not ready after 30 s: /health answers {health:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A collector whose ports are open, ready or not.
+    pub fn spawn(certs: &Certs, routers: &[&Router], extra: &[&str]) -> Collector {
         let (port, http_port) = (free_port(), free_port());
         let mut args = s(&[
             "--ingress-addr",
@@ -490,6 +515,19 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     stream.read_to_string(&mut text).ok()?;
     text.split_once("\r\n\r\n")
         .map(|(_, body)| body.to_string())
+}
+
+/// GETs `path` on `127.0.0.1:port` over HTTP/1.0; returns the status code
+/// and the body.
+pub fn http_status(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
 }
 
 /// A sample from a Prometheus `/metrics` page, e.g.

@@ -528,9 +528,10 @@ async fn an_oversized_batch_gets_an_error_status() {
 
 /// `Send` with bytes that are not a valid EnvelopeBatch (a length-delimited
 /// field whose length runs past the end, a truncated field, an invalid wire
-/// type) gets an error status from the collector and the router, and a
-/// normal send works afterwards. Valid bytes through the same raw codec
-/// succeed, so the errors come from the bytes, not from the test's codec.
+/// type) gets InvalidArgument (the caller's fault, not the server's) from
+/// the collector and the router, each counted as `malformed`, and a normal
+/// send works afterwards. Valid bytes through the same raw codec succeed,
+/// so the errors come from the bytes, not from the test's codec.
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_protobuf_gets_an_error_status() {
     let mut stack = Stack::start(&[], &[]);
@@ -542,9 +543,13 @@ async fn malformed_protobuf_gets_an_error_status() {
         ("a truncated field", vec![0x0a, 0x05, 0x01]),
         ("wire type 7", vec![0x0f, 0x00]),
     ];
-    for (door, port) in [
-        (Door::Collector, stack.collector.port),
-        (Door::Router, stack.router.port),
+    for (door, port, metrics_port) in [
+        (
+            Door::Collector,
+            stack.collector.port,
+            stack.collector.http_port,
+        ),
+        (Door::Router, stack.router.port, stack.router.metrics_port),
     ] {
         let good = EnvelopeBatch {
             batch: vec![numbered_log("raw-codec", 0)],
@@ -560,10 +565,263 @@ async fn malformed_protobuf_gets_an_error_status() {
                 .await
                 .expect_err(&format!("{door:?} accepted {what}"));
             eprintln!("{door:?} refused {what}: {status:?}");
+            assert_eq!(
+                status.code(),
+                tonic::Code::InvalidArgument,
+                "{door:?} on {what}: {status:?}"
+            );
+            stack.assert_alive(&format!("{what} to the {door:?}"));
+        }
+        assert_eq!(
+            refused_messages(metrics_port, "malformed"),
+            Some(bad.len() as u64),
+            "{door:?}: every malformed message is counted"
+        );
+    }
+    stack.assert_healthy("malformed protobuf").await;
+}
+
+/// `spillway_refused_messages_total{reason}` on the metrics page at `port`.
+fn refused_messages(port: u16, reason: &str) -> Option<u64> {
+    metric(
+        port,
+        &format!("spillway_refused_messages_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// The peak resident memory (VmHWM) of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status:\n{status}"));
+    kb * 1024
+}
+
+/// One 4 MB ingress message of two million empty envelopes (within the
+/// message size limit) is refused with ResourceExhausted by the collector
+/// and the router before it is decoded: the peak memory of each process
+/// grows by less than 64 MiB (decoded, it would take some 500 MB), the
+/// refusal is counted as `too_many_envelopes`, and afterwards everything
+/// still gets through. So is one envelope of two million empty tags
+/// (`too_many_tags`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_of_two_million_empty_envelopes_is_refused_without_bloat() {
+    let mut stack = Stack::start(&[], &[]);
+    let empty: Vec<u8> = [0x0a, 0x00].repeat(2_000_000);
+    // One envelope (batch field 1) of two million empty tags (field 9).
+    let tags: Vec<u8> = {
+        let envelope = [0x4a, 0x00].repeat(2_000_000);
+        let mut batch = vec![0x0a];
+        prost::encoding::encode_varint(envelope.len() as u64, &mut batch);
+        batch.extend(envelope);
+        batch
+    };
+    let doors = [
+        (
+            Door::Collector,
+            stack.collector.port,
+            stack.collector.http_port,
+            stack.collector.proc.pid().unwrap(),
+        ),
+        (
+            Door::Router,
+            stack.router.port,
+            stack.router.metrics_port,
+            stack.router.proc.pid().unwrap(),
+        ),
+    ];
+    for (door, port, metrics_port, pid) in doors {
+        for (what, bytes, reason) in [
+            ("two million empty envelopes", &empty, "too_many_envelopes"),
+            (
+                "an envelope of two million empty tags",
+                &tags,
+                "too_many_tags",
+            ),
+        ] {
+            let before = peak_rss(pid);
+            let status = raw_send(port, &stack.certs, bytes.clone())
+                .await
+                .expect_err(&format!("{door:?} accepted {what}"));
+            assert_eq!(
+                status.code(),
+                tonic::Code::ResourceExhausted,
+                "{door:?}, {what}: {status:?}"
+            );
+            let grown = peak_rss(pid).saturating_sub(before);
+            assert!(
+                grown < 64 << 20,
+                "{door:?}, {what}: peak memory grew by {} MiB",
+                grown >> 20
+            );
+            assert_eq!(
+                refused_messages(metrics_port, reason),
+                Some(1),
+                "{door:?}, {what}"
+            );
             stack.assert_alive(&format!("{what} to the {door:?}"));
         }
     }
-    stack.assert_healthy("malformed protobuf").await;
+    stack.assert_healthy("two million empty envelopes").await;
+}
+
+/// `--max-batch-envelopes`: a batch of exactly the limit passes whole (every
+/// envelope arrives at the consumer), one envelope more is refused whole
+/// with ResourceExhausted and counted, at the collector and at the router.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_at_the_envelope_limit_passes_and_one_more_is_refused() {
+    let limit = ["--max-batch-envelopes", "500"];
+    let mut stack = Stack::start(&limit, &limit);
+    let mut probe = Probe::open(&stack, "start").await;
+    probe
+        .through(stack.collector.port, &stack.certs, "start")
+        .await;
+    let doors = [
+        (
+            Door::Collector,
+            stack.collector.port,
+            stack.collector.http_port,
+        ),
+        (Door::Router, stack.router.port, stack.router.metrics_port),
+    ];
+    for (door, port, metrics_port) in doors {
+        let first = probe.next;
+        let batch = |n: u64| EnvelopeBatch {
+            batch: (first..first + n)
+                .map(|i| numbered_log(&probe.source, i))
+                .collect(),
+        };
+        let mut ingress = IngressClient::new(channel(port, stack.certs.client()).await);
+        let status = ingress
+            .send(batch(501))
+            .await
+            .expect_err(&format!("{door:?} accepted 501 envelopes"));
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert_eq!(
+            refused_messages(metrics_port, "too_many_envelopes"),
+            Some(1),
+            "{door:?}"
+        );
+        ingress
+            .send(batch(500))
+            .await
+            .unwrap_or_else(|s| panic!("{door:?} refused 500 envelopes: {s:?}"));
+        probe.next += 501;
+        let got = collect_until(&mut probe.stream, Duration::from_secs(20), |g| {
+            g.len() >= 500
+        })
+        .await;
+        let mut numbers: Vec<u64> = got.iter().filter_map(number_of).collect();
+        numbers.sort_unstable();
+        assert_eq!(
+            numbers,
+            (first..first + 500).collect::<Vec<_>>(),
+            "{door:?}: the batch at the limit arrives whole, once, and nothing of the refused one"
+        );
+    }
+    stack.assert_healthy("batches at the envelope limit").await;
+}
+
+/// With the default limits, a 6 MB batch like the real Loggregator agent's
+/// (100 logs of 60 KiB, on a BatchSender stream) passes whole from the
+/// collector, and from the router, to the consumer: the limit is 10 MiB, as
+/// in Loggregator. A batch over 10 MiB is refused with OutOfRange by the
+/// hop that receives it, and counted there as `too_large`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_six_megabyte_agent_batch_passes_and_an_oversized_one_is_counted() {
+    let mut stack = Stack::start(&[], &[]);
+    let mut probe = Probe::open(&stack, "start").await;
+    probe
+        .through(stack.collector.port, &stack.certs, "start")
+        .await;
+    let doors = [
+        (
+            Door::Collector,
+            stack.collector.port,
+            stack.collector.http_port,
+        ),
+        (Door::Router, stack.router.port, stack.router.metrics_port),
+    ];
+    for (door, port, metrics_port) in doors {
+        let first = probe.next;
+        let batch = |n: u64| EnvelopeBatch {
+            batch: (first..first + n)
+                .map(|i| {
+                    let mut e = numbered_log(&probe.source, i);
+                    if let Some(v2::envelope::Message::Log(l)) = &mut e.message {
+                        let mut payload = l.payload.to_vec();
+                        payload.push(b' ');
+                        payload.resize(60 * 1024, b'p');
+                        l.payload = payload.into();
+                    }
+                    e
+                })
+                .collect(),
+        };
+        let six = batch(100);
+        assert!(six.encoded_len() > 6_000_000, "{}", six.encoded_len());
+        let mut ingress = IngressClient::new(channel(port, stack.certs.client()).await);
+        ingress
+            .batch_sender(futures::stream::iter([six]))
+            .await
+            .unwrap_or_else(|s| panic!("{door:?} refused a 6 MB batch: {s:?}"));
+        probe.next += 190;
+        let got = collect_until(&mut probe.stream, Duration::from_secs(30), |g| {
+            g.len() >= 100
+        })
+        .await;
+        // "line N pppp...": the number before the padding.
+        let mut numbers: Vec<u64> = got
+            .iter()
+            .filter_map(|e| match &e.message {
+                Some(v2::envelope::Message::Log(l)) if l.payload.len() == 60 * 1024 => {
+                    let text = std::str::from_utf8(&l.payload).ok()?;
+                    text.strip_prefix("line ")?.split(' ').next()?.parse().ok()
+                }
+                _ => None,
+            })
+            .collect();
+        numbers.sort_unstable();
+        assert_eq!(
+            numbers,
+            (first..first + 100).collect::<Vec<_>>(),
+            "{door:?}: all 100 logs of 60 KiB arrive, once"
+        );
+
+        let eleven = batch(190);
+        assert!(eleven.encoded_len() > 10 << 20, "{}", eleven.encoded_len());
+        let status = ingress
+            .batch_sender(futures::stream::iter([eleven.clone()]))
+            .await
+            .expect_err(&format!("{door:?} accepted an 11 MB batch"));
+        assert_eq!(
+            status.code(),
+            tonic::Code::OutOfRange,
+            "{door:?}: {status:?}"
+        );
+        assert_eq!(
+            refused_messages(metrics_port, "too_large"),
+            Some(1),
+            "{door:?}: the oversized batch is counted where it was refused"
+        );
+        // The same through the unary Send, which tonic refuses before any
+        // handler runs.
+        let status = ingress
+            .send(eleven)
+            .await
+            .expect_err(&format!("{door:?} accepted an 11 MB Send"));
+        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+        assert_eq!(
+            refused_messages(metrics_port, "too_large"),
+            Some(2),
+            "{door:?}: an oversized Send is counted too"
+        );
+    }
+    stack.assert_healthy("6 MB and 11 MB batches").await;
 }
 
 /// A subscription without selectors, or with a selector that names no

@@ -76,12 +76,15 @@ impl Default for BatchPolicy {
     }
 }
 
+/// The largest `--batch-size`.
+pub const MAX_BATCH_SIZE: usize = 10_000;
+
 /// The `--batch-size` and `--batch-interval` flags, flattened into the
 /// flags of every binary that batches.
 #[derive(clap::Args, Clone, Copy, Debug)]
 pub struct BatchArgs {
-    /// Most envelopes in one batch.
-    #[arg(long, default_value_t = 256)]
+    /// Most envelopes in one batch (1 to 10000).
+    #[arg(long, default_value_t = 256, value_parser = crate::usize_in(1, MAX_BATCH_SIZE))]
     pub batch_size: usize,
     /// Longest an envelope waits for its batch to fill (e.g. 5ms).
     #[arg(long, default_value = "5ms", value_parser = crate::parse_duration)]

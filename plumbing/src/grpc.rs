@@ -10,8 +10,24 @@ use tonic::transport::{Channel, Endpoint, Server};
 
 use crate::tls::Tls;
 
-/// Largest gRPC message a Spillway server accepts unless told otherwise.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest gRPC message a Spillway server accepts unless told otherwise:
+/// 10 MiB, as Loggregator's agent and router (the agent sends batches of
+/// up to 100 logs of 60 KiB, some 6 MB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 10 * 1024 * 1024;
+
+/// The range of `--max-message-bytes`: room for a container line's
+/// envelope at least, and no more than a connection may make a process
+/// buffer.
+pub const MESSAGE_BYTES_RANGE: (usize, usize) = (64 * 1024, 64 * 1024 * 1024);
+
+/// A clap value parser for `--max-message-bytes` (see [`MESSAGE_BYTES_RANGE`]).
+pub fn message_bytes_parser() -> clap::builder::RangedU64ValueParser<usize> {
+    crate::usize_in(MESSAGE_BYTES_RANGE.0, MESSAGE_BYTES_RANGE.1)
+}
+
+/// The largest per-subscription, per-consumer or per-core buffer (in
+/// envelopes) a flag may ask for.
+pub const MAX_BUFFER_ENVELOPES: usize = 1_000_000;
 
 /// A `HOST:PORT` peer address, as given to `--router` and friends.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -108,7 +124,51 @@ fn tune(ep: Endpoint) -> Endpoint {
         .keep_alive_while_idle(true)
 }
 
-/// A server builder with TLS (if configured) and keepalives.
+/// A server builder with keepalives, without TLS: for [`serve`], which
+/// does the TLS handshakes itself.
+pub fn builder() -> Server<Layers> {
+    Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .max_concurrent_streams(Some(4096))
+        .layer(count_too_large())
+}
+
+/// The layers of a [`builder`] server.
+pub type Layers = tower::layer::util::Stack<CountTooLarge, tower::layer::util::Identity>;
+
+/// The layer of [`count_too_large`].
+pub type CountTooLarge = tower::util::MapResponseLayer<
+    fn(
+        tonic::codegen::http::Response<tonic::body::Body>,
+    ) -> tonic::codegen::http::Response<tonic::body::Body>,
+>;
+
+/// Counts every call answered with OutOfRange: tonic's answer to a message
+/// over the server's size limit, which it gives before any handler runs
+/// (`spillway_refused_messages_total{reason="too_large"}`).
+pub fn count_too_large() -> CountTooLarge {
+    fn count(
+        response: tonic::codegen::http::Response<tonic::body::Body>,
+    ) -> tonic::codegen::http::Response<tonic::body::Body> {
+        let status = response.headers().get("grpc-status");
+        if status.is_some_and(|s| s.as_bytes() == b"11") {
+            let message = response
+                .headers()
+                .get("grpc-message")
+                .and_then(|m| m.to_str().ok())
+                .unwrap_or("");
+            spillway_proto::codec::refused(spillway_proto::codec::Refusal::TooLarge, message);
+        }
+        response
+    }
+    tower::util::MapResponseLayer::new(count as fn(_) -> _)
+}
+
+/// A server builder with TLS in tonic (if configured) and keepalives, for
+/// servers given a plain `TcpListenerStream` (tests). Tonic's handshakes
+/// have no timeout: the binaries use [`builder`] and [`serve`].
 pub fn server(tls: &Tls) -> Result<Server, String> {
     let mut b = Server::builder()
         .tcp_nodelay(true)
@@ -130,26 +190,29 @@ pub async fn bind(flag: &str, addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen on {flag} {addr}: {e}"))
 }
 
-/// Accepted connections of `listener`, for `serve_with_incoming`. Accept
-/// errors (such as running out of file descriptors) are logged and skipped
-/// instead of ending the server.
-pub fn incoming(
+/// Serves `router` on `listener` until the process ends, through TLS
+/// unless `tls` is plaintext. TLS handshakes are done here rather than in
+/// tonic, so that each connection must finish its handshake and send its
+/// HTTP/2 preface within `handshake_timeout` ([`crate::conn`]); accept
+/// errors back off. `router` must come from [`builder`] (no TLS of its own).
+pub async fn serve(
+    router: tonic::transport::server::Router<Layers>,
     listener: TcpListener,
-) -> impl futures::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
-    futures::stream::unfold(listener, |listener| async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Some((Ok(stream), listener));
-                }
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
+    tls: &Tls,
+    handshake_timeout: Duration,
+) -> Result<(), tonic::transport::Error> {
+    match tls.rustls_server_config() {
+        Some(config) => {
+            router
+                .serve_with_incoming(crate::conn::tls(listener, config, handshake_timeout))
+                .await
         }
-    })
+        None => {
+            router
+                .serve_with_incoming(crate::conn::plain(listener, handshake_timeout))
+                .await
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //!
 //! It decodes what arrives and hands each batch to a [`Sink`]; it never
 //! waits on what happens next. A malformed message ends that one stream
-//! with an error status; other streams are untouched.
+//! with an error status (InvalidArgument; ResourceExhausted for a batch of
+//! too many envelopes; OutOfRange for one over the size limit), counted in
+//! `spillway_refused_messages_total{reason}`; other streams are untouched.
 
 use std::sync::Arc;
 

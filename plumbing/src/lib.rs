@@ -5,6 +5,8 @@
 //! - [`batch`]: turning a diode into batches that flush when full or after a
 //!   short linger.
 //! - [`tls`]: the `--tls-*` flags and mutual-TLS configs for tonic.
+//! - [`health`]: readiness, as `/health` reports it.
+//! - [`conn`]: accepting connections with handshake timeouts and backoff.
 //! - [`grpc`]: `HOST:PORT` endpoints, server limits, client channels.
 //! - [`metrics`]: the self metrics every binary keeps, served as Prometheus
 //!   text and emitted as counter envelopes.
@@ -18,10 +20,12 @@
 pub mod backoff;
 pub mod batch;
 pub mod config;
+pub mod conn;
 pub mod diode;
 pub mod egress;
 pub mod fnv;
 pub mod grpc;
+pub mod health;
 pub mod ingress;
 pub mod logging;
 pub mod metrics;
@@ -35,6 +39,14 @@ pub fn hostname() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// A clap value parser for a `usize` flag that must lie in `lo..=hi`, so
+/// that 0 (where nothing would work) and huge values (which would panic or
+/// exhaust memory when allocated) are refused with exit status 2 and one
+/// line naming the flag and the range.
+pub fn usize_in(lo: usize, hi: usize) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(lo as u64..=hi as u64)
 }
 
 /// Parses durations such as `50ms`, `15s`, `2m` (clap value parser):

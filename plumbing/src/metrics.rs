@@ -16,6 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use spillway_proto::codec::{self, Refusal};
 use spillway_proto::v2::{self, Envelope};
 
 /// Label pairs of a metric family.
@@ -95,6 +96,7 @@ impl SelfMetrics {
             "Envelopes dropped, by direction (ingress: refused on arrival; egress: lost in a buffer towards the next stage)",
             dropped.clone(),
         );
+        registry.register_collector(Box::new(RefusedMessages));
         registry.register(
             "subscriptions",
             "Open egress subscriptions",
@@ -230,8 +232,45 @@ impl SelfMetrics {
     }
 }
 
-/// `/metrics` (Prometheus text) and `/health`.
+/// `refused_messages{reason}`: gRPC messages refused whole, from the
+/// process-wide counts of [`spillway_proto::codec::refusals`].
+#[derive(Debug)]
+struct RefusedMessages;
+
+impl prometheus_client::collector::Collector for RefusedMessages {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let mut family = encoder.encode_descriptor(
+            "refused_messages",
+            "gRPC messages refused whole (their envelopes with them), by reason: malformed, too_many_envelopes, too_many_tags, too_large",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for why in Refusal::ALL {
+            let labels = [("reason", why.as_str())];
+            ConstCounter::new(codec::refusals().get(why)).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// `/metrics` (Prometheus text) and `/health` (always ready).
 pub fn http_routes(metrics: Arc<SelfMetrics>) -> Router {
+    http_routes_with_health(metrics, crate::health::Health::new())
+}
+
+/// `/metrics` (Prometheus text) and `/health`: 200 `ok` when `health` has
+/// nothing pending, else 503 with a line per part that is not ready.
+/// `/health/live` answers 200 whenever the process serves HTTP at all (for
+/// liveness probes, which must not restart a process that waits on Docker).
+pub fn http_routes_with_health(
+    metrics: Arc<SelfMetrics>,
+    health: Arc<crate::health::Health>,
+) -> Router {
     Router::new()
         .route(
             "/metrics",
@@ -249,19 +288,28 @@ pub fn http_routes(metrics: Arc<SelfMetrics>) -> Router {
                 }
             }),
         )
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health/live", get(|| async { "ok\n" }))
+        .route(
+            "/health",
+            get(move || {
+                let health = health.clone();
+                async move {
+                    match health.check() {
+                        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+                        Err(pending) => (StatusCode::SERVICE_UNAVAILABLE, pending),
+                    }
+                }
+            }),
+        )
 }
 
-/// Serves `router` over HTTP/1 on `listener` until the process ends.
+/// Serves `router` over HTTP on `listener` until the process ends, with
+/// the default handshake timeout ([`crate::conn::spawn_http`]).
 pub fn spawn_http(
     listener: tokio::net::TcpListener,
     router: Router,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!("HTTP server stopped: {e}");
-        }
-    })
+    crate::conn::spawn_http(listener, router, crate::conn::DEFAULT_HANDSHAKE_TIMEOUT)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! needs an explicit `--insecure-plaintext`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
@@ -31,7 +32,14 @@ pub struct TlsArgs {
 /// Loaded TLS material, or the explicit choice of plaintext.
 #[derive(Clone, Debug)]
 pub enum Tls {
-    Mutual { ca: Certificate, identity: Identity },
+    Mutual {
+        ca: Certificate,
+        identity: Identity,
+        /// The same as a rustls server config (client certificates
+        /// required), for servers that do their TLS handshakes themselves
+        /// ([`crate::grpc::serve`]).
+        server: Arc<rustls::ServerConfig>,
+    },
     Plaintext,
 }
 
@@ -56,11 +64,50 @@ impl TlsArgs {
         let ca = read_pem("--tls-ca", ca, "CERTIFICATE")?;
         let cert = read_pem("--tls-cert", cert, "CERTIFICATE")?;
         let key = read_pem("--tls-key", key, "PRIVATE KEY")?;
+        let server = rustls_server_config(&ca, &cert, &key)?;
         Ok(Tls::Mutual {
             ca: Certificate::from_pem(ca),
             identity: Identity::from_pem(cert, key),
+            server,
         })
     }
+}
+
+/// A rustls server config: our certificate and key, client certificates
+/// required and verified against `ca`, HTTP/2 by ALPN (as tonic's).
+fn rustls_server_config(
+    ca: &[u8],
+    cert: &[u8],
+    key: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca) {
+        let c = c.map_err(|e| format!("--tls-ca: {e}"))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("--tls-ca holds an unusable certificate: {e}"))?;
+    }
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--tls-cert: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("--tls-key: {e}"))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| format!("--tls-ca: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS server setup failed (check --tls-cert and --tls-key): {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn read_pem(flag: &str, path: &Path, label: &str) -> Result<Vec<u8>, String> {
@@ -77,6 +124,14 @@ fn read_pem(flag: &str, path: &Path, label: &str) -> Result<Vec<u8>, String> {
 }
 
 impl Tls {
+    /// The rustls server config, unless plaintext.
+    pub fn rustls_server_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        match self {
+            Tls::Mutual { server, .. } => Some(server.clone()),
+            Tls::Plaintext => None,
+        }
+    }
+
     pub fn is_plaintext(&self) -> bool {
         matches!(self, Tls::Plaintext)
     }
@@ -92,7 +147,7 @@ impl Tls {
     /// Server side: our identity, client certificates required and verified.
     pub fn server_config(&self) -> Option<ServerTlsConfig> {
         match self {
-            Tls::Mutual { ca, identity } => Some(
+            Tls::Mutual { ca, identity, .. } => Some(
                 ServerTlsConfig::new()
                     .identity(identity.clone())
                     .client_ca_root(ca.clone())
@@ -106,7 +161,7 @@ impl Tls {
     /// is verified against the host in the URI that is dialled.
     pub fn client_config(&self) -> Option<ClientTlsConfig> {
         match self {
-            Tls::Mutual { ca, identity } => Some(
+            Tls::Mutual { ca, identity, .. } => Some(
                 ClientTlsConfig::new()
                     .ca_certificate(ca.clone())
                     .identity(identity.clone()),

@@ -16,6 +16,7 @@ pub mod v2 {
     include!(concat!(env!("OUT_DIR"), "/loggregator.v2.serde.rs"));
 }
 
+pub mod codec;
 mod envelope;
 pub use envelope::{Kind, now_nanos};
 pub mod preencoded;

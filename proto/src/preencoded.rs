@@ -161,18 +161,20 @@ impl<D> Clone for PreEncodedCodec<D> {
     }
 }
 
-impl<D: prost::Message + Default + Send + 'static> Codec for PreEncodedCodec<D> {
+impl<D: prost::Message + Default + crate::codec::Precheck + Send + 'static> Codec
+    for PreEncodedCodec<D>
+{
     type Encode = Bytes;
     type Decode = D;
     type Encoder = BytesEncoder;
-    type Decoder = tonic_prost::ProstDecoder<D>;
+    type Decoder = crate::codec::Decoder<D>;
 
     fn encoder(&mut self) -> BytesEncoder {
         BytesEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::default()
+        crate::codec::Decoder::default()
     }
 }
 

@@ -57,12 +57,15 @@ pub struct Flags {
     pub metrics_addr: SocketAddr,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub conn: spillway_plumbing::conn::ConnArgs,
     /// Most consumer streams (gRPC and gateway together); more are refused
-    /// with ResourceExhausted (gRPC) or 503 (gateway).
-    #[arg(long, default_value_t = 500)]
+    /// with ResourceExhausted (gRPC) or 503 (gateway). 1 to 100000.
+    #[arg(long, default_value_t = 500, value_parser = spillway_plumbing::usize_in(1, 100_000))]
     pub max_streams: usize,
-    /// Envelopes buffered per consumer; a slow consumer loses its oldest.
-    #[arg(long, default_value_t = 10_000)]
+    /// Envelopes buffered per consumer; a slow consumer loses its oldest
+    /// (1 to 1000000).
+    #[arg(long, default_value_t = 10_000, value_parser = spillway_plumbing::usize_in(1, grpc::MAX_BUFFER_ENVELOPES))]
     pub consumer_buffer: usize,
     #[command(flatten)]
     pub batch: BatchArgs,
@@ -111,13 +114,19 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     let gateway_listener = grpc::bind("--gateway-addr", flags.gateway_addr).await?;
     let metrics_listener = grpc::bind("--metrics-addr", flags.metrics_addr).await?;
     let server =
-        grpc::server(&tls)?.add_service(RlpEgress::server(fanin.clone(), policy, metrics.clone()));
+        grpc::builder().add_service(RlpEgress::server(fanin.clone(), policy, metrics.clone()));
 
-    metrics::spawn_http(
+    let timeout = flags.conn.handshake_timeout;
+    spillway_plumbing::conn::spawn_http(
         gateway_listener,
         gateway::routes(fanin.clone(), policy, timing, metrics.clone()),
+        timeout,
     );
-    metrics::spawn_http(metrics_listener, metrics::http_routes(metrics.clone()));
+    spillway_plumbing::conn::spawn_http(
+        metrics_listener,
+        metrics::http_routes(metrics.clone()),
+        timeout,
+    );
     spawn_self_metrics(&fanin, &metrics, &flags);
 
     tracing::info!(
@@ -139,10 +148,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
             .join(", ")
     );
     Ok(tokio::spawn(async move {
-        if let Err(e) = server
-            .serve_with_incoming(grpc::incoming(grpc_listener))
-            .await
-        {
+        if let Err(e) = grpc::serve(server, grpc_listener, &tls, timeout).await {
             tracing::error!("gRPC server stopped: {e}");
         }
     }))

@@ -38,11 +38,21 @@ pub struct Flags {
     pub metrics_addr: SocketAddr,
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// Largest gRPC message accepted; larger ones are refused with an error.
-    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    #[command(flatten)]
+    pub conn: spillway_plumbing::conn::ConnArgs,
+    /// Largest gRPC message accepted; larger ones are refused with an error
+    /// (64 KiB to 64 MiB).
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES, value_parser = grpc::message_bytes_parser())]
     pub max_message_bytes: usize,
-    /// Envelopes buffered per subscription; a slow consumer loses its oldest.
-    #[arg(long, default_value_t = 10_000)]
+    /// Most envelopes one ingress message (`EnvelopeBatch`) may hold; larger
+    /// batches are refused whole with ResourceExhausted before they are
+    /// decoded, and counted (1 to 100000).
+    #[arg(long, default_value_t = spillway_proto::codec::DEFAULT_MAX_BATCH_ENVELOPES,
+          value_parser = spillway_plumbing::usize_in(1, 100_000))]
+    pub max_batch_envelopes: usize,
+    /// Envelopes buffered per subscription; a slow consumer loses its oldest
+    /// (1 to 1000000).
+    #[arg(long, default_value_t = 10_000, value_parser = spillway_plumbing::usize_in(1, grpc::MAX_BUFFER_ENVELOPES))]
     pub subscription_buffer: usize,
     #[command(flatten)]
     pub batch: BatchArgs,
@@ -54,6 +64,7 @@ pub struct Flags {
 /// should end the process with status 2.
 pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> {
     let tls = flags.tls.load()?;
+    spillway_proto::codec::set_max_batch_envelopes(flags.max_batch_envelopes);
     let metrics = Arc::new(SelfMetrics::new("router"));
     let pubsub = PubSub::new(flags.subscription_buffer, metrics.clone());
     let policy = flags.batch.policy();
@@ -69,7 +80,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     };
     let grpc_listener = grpc::bind("--addr", flags.addr).await?;
     let http_listener = grpc::bind("--metrics-addr", flags.metrics_addr).await?;
-    let server = grpc::server(&tls)?
+    let server = grpc::builder()
         .add_service(IngressService::server(
             ingress,
             metrics.clone(),
@@ -81,7 +92,11 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
             metrics.clone(),
         ));
 
-    metrics::spawn_http(http_listener, metrics::http_routes(metrics.clone()));
+    spillway_plumbing::conn::spawn_http(
+        http_listener,
+        metrics::http_routes(metrics.clone()),
+        flags.conn.handshake_timeout,
+    );
     let instance = flags.self_metrics.instance_id();
     {
         let pubsub = pubsub.clone();
@@ -102,10 +117,8 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         flags.metrics_addr
     );
     Ok(tokio::spawn(async move {
-        if let Err(e) = server
-            .serve_with_incoming(grpc::incoming(grpc_listener))
-            .await
-        {
+        let timeout = flags.conn.handshake_timeout;
+        if let Err(e) = grpc::serve(server, grpc_listener, &tls, timeout).await {
             tracing::error!("gRPC server stopped: {e}");
         }
     }))

@@ -2,11 +2,17 @@
 //! host — router, RLP and collector with the development certificates, the
 //! collector capturing containers (eBPF when root, else the Docker API) —
 //! starts a demo container, then tails everything they carry until Ctrl-C.
+//!
+//! Ctrl-C (SIGINT, sent to the whole foreground process group) or SIGTERM
+//! does not end this process at once: it stops what it started (the
+//! processes, the demo container) and then returns, at any point of the
+//! start-up or while tailing.
 
 use std::fs::File;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -22,6 +28,13 @@ pub struct Args {
     /// Use the binaries already in target/release.
     #[arg(long)]
     pub no_build: bool,
+    /// Use the binaries in this directory (target/debug, say) instead of
+    /// building release ones (implies --no-build).
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// Do not install Debian packages first (they are there already).
+    #[arg(long)]
+    pub no_install: bool,
 }
 
 const ROUTER: &str = "localhost:8082";
@@ -58,19 +71,61 @@ fn remove_container(name: &str) {
         .status();
 }
 
+/// Set by SIGINT or SIGTERM.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// From now on SIGINT and SIGTERM only set [`STOP`].
+fn catch_stop_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        unsafe { libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// An error once Ctrl-C was pressed, so that start-up ends (and what was
+/// started is stopped by the guards' drops).
+fn check_stop() -> anyhow::Result<()> {
+    if STOP.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
 pub fn run_up(args: &Args) -> anyhow::Result<()> {
+    catch_stop_signals();
+    match up(args) {
+        Err(_) if STOP.load(Ordering::SeqCst) => {
+            eprintln!("interrupted: everything `up` started is stopped");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn up(args: &Args) -> anyhow::Result<()> {
     let root = workspace_root();
     // Containers to capture: Docker (installed and started when root).
-    let docker = host::install_packages()
+    let installed = if args.no_install {
+        Ok(())
+    } else {
+        host::install_packages()
+    };
+    let no_build = args.no_build || args.bin_dir.is_some();
+    let docker = installed
         .and_then(|()| host::ensure_dockerd())
         .and_then(|()| host::ensure_busybox_image());
     if let Err(e) = &docker {
         eprintln!("no containers to show: {e:#}");
     }
-    if !args.no_build && host::is_root() {
+    if !no_build && host::is_root() {
         crate::build_ebpf::build(&crate::build_ebpf::Args::default())?;
     }
-    if !args.no_build {
+    if !no_build {
         run(
             Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
                 .current_dir(&root)
@@ -81,7 +136,10 @@ pub fn run_up(args: &Args) -> anyhow::Result<()> {
     devcerts::write_dir(&certs_dir, certs::COMPONENTS, certs::SANS)?;
     let logs = root.join(".dev/logs");
     std::fs::create_dir_all(&logs)?;
-    let bin = root.join("target/release");
+    let bin = args
+        .bin_dir
+        .clone()
+        .unwrap_or_else(|| root.join("target/release"));
     let tls = |who: &str| -> Vec<String> {
         vec![
             "--tls-ca".into(),
@@ -99,6 +157,7 @@ pub fn run_up(args: &Args) -> anyhow::Result<()> {
     let mut pipeline = Pipeline(Vec::new());
     let start =
         |pipeline: &mut Pipeline, name: &str, args: Vec<String>, port: u16| -> anyhow::Result<()> {
+            check_stop()?;
             let log = logs.join(format!("{name}.log"));
             let child = spawn(&bin.join(name), &args, &log)?;
             pipeline.0.push((name.to_owned(), child));
@@ -136,10 +195,12 @@ pub fn run_up(args: &Args) -> anyhow::Result<()> {
     collector.extend(tls("collector"));
     start(&mut pipeline, "spillway-collector", collector, 3458)?;
 
+    check_stop()?;
     let _demo = match docker {
         Ok(()) => start_demo_container()?,
         Err(_) => None,
     };
+    check_stop()?;
 
     let cli = bin.join("spillway");
     let mut tail_args = s(&["tail", "--rlp", RLP]);
@@ -182,18 +243,20 @@ pub fn run_up(args: &Args) -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .status();
 
-    match args.seconds {
-        Some(secs) => {
-            std::thread::sleep(Duration::from_secs(secs));
+    // Until --seconds, Ctrl-C, or tail ending by itself; then the pipeline
+    // is stopped by `Pipeline`'s drop and the container by `Demo`'s.
+    let until = args
+        .seconds
+        .map(|secs| Instant::now() + Duration::from_secs(secs));
+    while tail.try_wait()?.is_none() {
+        if STOP.load(Ordering::SeqCst) || until.is_some_and(|t| Instant::now() >= t) {
             let _ = tail.kill();
+            break;
         }
-        None => {
-            // Ctrl-C reaches the whole foreground process group; when tail
-            // ends, the pipeline is stopped by `Pipeline`'s drop.
-            let _ = tail.wait();
-        }
+        std::thread::sleep(Duration::from_millis(100));
     }
     let _ = tail.wait();
+    check_stop()?;
     for (name, child) in &mut pipeline.0 {
         if let Some(status) = child.try_wait()? {
             bail!("{name} exited early ({status}); see .dev/logs/{name}.log");
@@ -242,6 +305,7 @@ fn spawn(bin: &Path, args: &[String], log: &PathBuf) -> anyhow::Result<Child> {
 fn wait_for(port: u16, name: &str, log: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        check_stop()?;
         if Instant::now() > deadline {
             bail!(
                 "{name} does not listen on port {port}; its log says:\n{}",

@@ -16,11 +16,17 @@
 pub mod docker_api;
 pub mod ebpf;
 
+use std::sync::Arc;
+
 use clap::ValueEnum;
+use spillway_plumbing::health::Health;
 use tokio::sync::mpsc;
 
 use crate::docker;
 use crate::output::Output;
+
+/// The part of the collector's `/health` that capture reports.
+pub const HEALTH_PART: &str = "capture";
 
 /// Where container output comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -38,15 +44,19 @@ pub enum SourceKind {
 /// Starts container capture as `kind` says, with eBPF rings of
 /// `ring_bytes` each. Returns the source chosen; an error when the chosen
 /// source cannot run (bad Docker URI, eBPF asked for but unavailable).
+/// The `capture` part of `health` is ready once the source runs and
+/// Docker's running containers are listed.
 pub fn start(
     kind: SourceKind,
     docker_host: &str,
     ring_bytes: u32,
     output: Output,
     metrics: ebpf::Metrics,
+    health: Arc<Health>,
 ) -> Result<SourceKind, String> {
     if kind == SourceKind::None {
         tracing::info!("container capture is off (--source none)");
+        health.ready(HEALTH_PART);
         return Ok(kind);
     }
     let docker = docker::connect(docker_host)?;
@@ -83,7 +93,11 @@ pub fn start(
             SourceKind::Docker
         }
     };
-    docker::watch(docker, tx);
+    health.pending(
+        HEALTH_PART,
+        format!("waiting for the list of running containers from Docker at {docker_host}"),
+    );
+    docker::watch_notify(docker, tx, move || health.ready(HEALTH_PART));
     Ok(chosen)
 }
 

@@ -34,7 +34,7 @@ use spillway_plumbing::logging::error_chain;
 
 use crate::container::Container;
 
-pub use watch::{watch, watch_into};
+pub use watch::{watch, watch_into, watch_notify};
 
 /// Where the Docker daemon listens unless told otherwise.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";

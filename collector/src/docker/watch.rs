@@ -51,17 +51,23 @@ pub fn watch(docker: Docker, tx: UnboundedSender<Event>) -> JoinHandle<()> {
     watch_into(docker, tx, Containers::default())
 }
 
+/// [`watch`], calling `listed` once, when the running containers have been
+/// listed and sent for the first time (capture is ready then).
+pub fn watch_notify(
+    docker: Docker,
+    tx: UnboundedSender<Event>,
+    listed: impl FnOnce() + Send + Sync + 'static,
+) -> JoinHandle<()> {
+    let mut watcher = Watcher::new(docker, tx, Containers::default());
+    watcher.listed = Some(Box::new(listed));
+    tokio::spawn(watcher.run())
+}
+
 /// [`watch`], also keeping `known` up to date: it holds exactly the
 /// containers sent as `Running` and not `Stopped` since (updated before
 /// the event is sent).
 pub fn watch_into(docker: Docker, tx: UnboundedSender<Event>, known: Containers) -> JoinHandle<()> {
-    let watcher = Watcher {
-        docker,
-        tx,
-        known,
-        ignored: HashSet::new(),
-    };
-    tokio::spawn(watcher.run())
+    tokio::spawn(Watcher::new(docker, tx, known).run())
 }
 
 /// Why a session ended.
@@ -86,9 +92,21 @@ struct Watcher {
     known: Containers,
     /// Running containers that opted out, so that each is logged once.
     ignored: HashSet<String>,
+    /// Called after the first list.
+    listed: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl Watcher {
+    fn new(docker: Docker, tx: UnboundedSender<Event>, known: Containers) -> Self {
+        Watcher {
+            docker,
+            tx,
+            known,
+            ignored: HashSet::new(),
+            listed: None,
+        }
+    }
+
     async fn run(mut self) {
         let mut backoff = Backoff::for_peers();
         let mut unreachable = RateLimited::new(UNREACHABLE_WARN_EVERY);
@@ -122,6 +140,9 @@ impl Watcher {
             return end;
         }
         backoff.reset();
+        if let Some(listed) = self.listed.take() {
+            listed();
+        }
         tracing::info!(
             "Docker {version}: watching containers; {} running, {} opted out",
             self.known.len(),
