@@ -631,3 +631,95 @@ async fn a_client_that_stops_reading_loses_its_stream() {
     .await;
     drop(stalled);
 }
+
+/// Gauges of NaN and ±Infinity: protobuf-JSON (and Loggregator's gateway)
+/// writes them as the strings "NaN", "Infinity", "-Infinity", which
+/// go-loggregator reads back; `null` would read as 0. The same from
+/// `spillway tail --json`.
+#[tokio::test(flavor = "multi_thread")]
+async fn special_gauge_values_are_protobuf_json_strings() {
+    let certs = Certs::new();
+    let router = Router::start(&certs, &[]);
+    let rlp = Rlp::start(&certs, &[&router], &[]);
+
+    let mut stream = Stream::open(rlp.gateway_port, "source_id=odd&gauge");
+    let mut tail = Command::new(bin("spillway"))
+        .args(["tail", "--rlp", &format!("localhost:{}", rlp.port)])
+        .args([
+            "--source-id",
+            "odd",
+            "--gauge",
+            "",
+            "--json",
+            "--count",
+            "1",
+        ])
+        .args(["--tls-ca", &certs.path("ca.pem")])
+        .args(["--tls-cert", &certs.path("client.pem")])
+        .args(["--tls-key", &certs.path("client-key.pem")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    subscribed(&router, 2).await;
+
+    let mut gauge = v2::Gauge::default();
+    for (name, value) in [
+        ("nan", f64::NAN),
+        ("inf", f64::INFINITY),
+        ("ninf", f64::NEG_INFINITY),
+        ("plain", 0.25),
+    ] {
+        gauge.metrics.insert(
+            name.into(),
+            v2::GaugeValue {
+                unit: "u".into(),
+                value,
+            },
+        );
+    }
+    let envelope = Envelope {
+        timestamp: 1,
+        source_id: "odd".into(),
+        message: Some(Message::Gauge(gauge)),
+        ..Default::default()
+    };
+    let mut ingress =
+        v2::ingress_client::IngressClient::new(channel(router.port, certs.client()).await);
+    ingress
+        .send(EnvelopeBatch {
+            batch: vec![envelope],
+        })
+        .await
+        .unwrap();
+
+    let check = |e: &Value| {
+        let m = &e["gauge"]["metrics"];
+        assert_eq!(m["nan"]["value"], "NaN", "{e}");
+        assert_eq!(m["inf"]["value"], "Infinity", "{e}");
+        assert_eq!(m["ninf"]["value"], "-Infinity", "{e}");
+        assert_eq!(m["plain"]["value"], 0.25, "{e}");
+    };
+    assert_eq!(stream.head().await.0, 200);
+    let got = stream.envelopes_until(WAIT, |g| !g.is_empty()).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    check(&got[0]);
+
+    let out = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + WAIT;
+        while tail.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "tail --count 1 did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tail.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    check(&lines[0]);
+}

@@ -18,4 +18,5 @@ pub mod v2 {
 
 mod envelope;
 pub use envelope::{Kind, now_nanos};
+pub mod json;
 pub mod preencoded;
