@@ -22,7 +22,7 @@ use std::time::Duration;
 use spillway_plumbing::backoff::Backoff;
 use spillway_plumbing::diode::Diode;
 use spillway_plumbing::logging::RateLimited;
-use spillway_plumbing::metrics::{Direction, SelfMetrics};
+use spillway_plumbing::metrics::{Direction, SelfMetrics, reason};
 use spillway_proto::v2::{
     EgressBatchRequest, Envelope, Value, egress_client::EgressClient, value::Data,
 };
@@ -73,6 +73,12 @@ pub struct Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.task.0.abort();
+        // What the consumer did not take is lost with its stream.
+        self.fanin.metrics.dropped_because(
+            Direction::Egress,
+            reason::STREAM_CLOSED,
+            self.diode.len() as u64,
+        );
         self.fanin.open.fetch_sub(1, Ordering::Relaxed);
         self.fanin.metrics.subscriptions.dec();
     }
@@ -192,7 +198,11 @@ async fn follow(
                                 convert_tags(&mut e, preferred);
                                 dropped += u64::from(diode.push(e));
                             }
-                            metrics.dropped(Direction::Egress, dropped);
+                            metrics.dropped_because(
+                                Direction::Egress,
+                                reason::CONSUMER_SLOW,
+                                dropped,
+                            );
                         }
                         Ok(None) => {
                             complaints.warn(|| {

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
 use spillway_plumbing::batch::{self, BatchPolicy};
-use spillway_plumbing::metrics::{Direction, SelfMetrics};
+use spillway_plumbing::metrics::{Direction, SelfMetrics, reason};
 use spillway_proto::v2::{
     CounterSelector, EgressBatchRequest, EnvelopeBatch, EventSelector, GaugeSelector, LogSelector,
     Selector, TimerSelector, selector::Message,
@@ -235,7 +235,7 @@ fn sse_body(consumer: Consumer, gw: Arc<Gateway>) -> Body {
                     match data_frame(EnvelopeBatch { batch: envelopes }) {
                         Some(frame) => (frame, n),
                         None => {
-                            gw.metrics.dropped(Direction::Egress, n);
+                            gw.metrics.dropped_because(Direction::Egress, reason::UNENCODABLE, n);
                             continue;
                         }
                     }
@@ -253,7 +253,8 @@ fn sse_body(consumer: Consumer, gw: Arc<Gateway>) -> Body {
                 }
             };
             if tx.send_timeout(frame, stuck).await.is_err() {
-                gw.metrics.dropped(Direction::Egress, envelopes);
+                gw.metrics
+                    .dropped_because(Direction::Egress, reason::STREAM_CLOSED, envelopes);
                 return;
             }
             gw.metrics.egress.inc_by(envelopes);

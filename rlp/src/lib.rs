@@ -21,13 +21,17 @@ use clap::Parser;
 use prometheus_client::metrics::gauge::Gauge;
 use spillway_plumbing::batch::BatchArgs;
 use spillway_plumbing::grpc::{self, HostPort};
-use spillway_plumbing::metrics::{self, Direction, SelfMetrics, SelfMetricsArgs};
+use spillway_plumbing::metrics::{self, Direction, SelfMetrics, SelfMetricsArgs, reason};
 use spillway_plumbing::parse_duration;
 use spillway_plumbing::tls::TlsArgs;
 use spillway_proto::v2::{EnvelopeBatch, ingress_client::IngressClient};
 
 use crate::egress::RlpEgress;
 use crate::fanin::Fanin;
+
+/// How long a gRPC consumer may leave a keepalive ping unanswered before
+/// its connection is closed.
+pub const CONSUMER_PING_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Fans in from every router and serves consumers.
 #[derive(Parser, Debug, Clone)]
@@ -110,8 +114,14 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     let grpc_listener = grpc::bind("--addr", flags.addr).await?;
     let gateway_listener = grpc::bind("--gateway-addr", flags.gateway_addr).await?;
     let metrics_listener = grpc::bind("--metrics-addr", flags.metrics_addr).await?;
-    let server =
-        grpc::server(&tls)?.add_service(RlpEgress::server(fanin.clone(), policy, metrics.clone()));
+    // A consumer that stops for a while (SIGSTOP, a long GC pause) does not
+    // answer HTTP/2 pings; with the default 5 s it would lose its stream and
+    // everything buffered for it. It keeps its stream instead and loses only
+    // its oldest envelopes, counted (`consumer_slow`), as a slow one does.
+    // A consumer that answers no ping for this long is taken for dead.
+    let server = grpc::server(&tls)?
+        .http2_keepalive_timeout(Some(CONSUMER_PING_TIMEOUT))
+        .add_service(RlpEgress::server(fanin.clone(), policy, metrics.clone()));
 
     metrics::spawn_http(
         gateway_listener,
@@ -163,7 +173,11 @@ fn spawn_self_metrics(fanin: &Arc<Fanin>, metrics: &Arc<SelfMetrics>, flags: &Fl
             let routers = fanin.routers();
             let n = next.fetch_add(1, Ordering::Relaxed);
             let Some(router) = routers.values().nth(n % routers.len().max(1)) else {
-                m.dropped(Direction::Egress, envelopes.len() as u64);
+                m.dropped_because(
+                    Direction::Egress,
+                    reason::ROUTER_UNAVAILABLE,
+                    envelopes.len() as u64,
+                );
                 return;
             };
             let channel = router.channel.clone();
@@ -174,7 +188,7 @@ fn spawn_self_metrics(fanin: &Arc<Fanin>, metrics: &Arc<SelfMetrics>, flags: &Fl
                 let send = client.send(EnvelopeBatch { batch: envelopes });
                 match tokio::time::timeout(Duration::from_secs(5), send).await {
                     Ok(Ok(_)) => {}
-                    _ => m.dropped(Direction::Egress, n),
+                    _ => m.dropped_because(Direction::Egress, reason::ROUTER_UNAVAILABLE, n),
                 }
             });
         },
