@@ -3,24 +3,38 @@
 //! Named after Loggregator's diodes: when a diode is full, a push drops the
 //! *oldest* item to make room, and the drop is counted. A slow reader thus
 //! loses its own oldest data and never slows whoever writes.
+//!
+//! Memory follows what a diode holds, not its capacity: items live in
+//! blocks of a [`SegQueue`] that are allocated as it fills and freed as it
+//! drains. An idle subscription or consumer stream costs a few hundred
+//! bytes, not `capacity` slots (10,000 envelopes were ~2 MB each).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::SegQueue;
 use tokio::sync::Notify;
 
 /// A single lossy queue with a wake-up for one async reader.
 pub struct Diode<T> {
-    queue: ArrayQueue<T>,
+    queue: SegQueue<T>,
+    /// Items in `queue`, counting pushes in progress: raised before an
+    /// item goes in, lowered after one comes out, so it never falls below
+    /// the true count.
+    len: AtomicUsize,
+    capacity: usize,
     dropped: AtomicU64,
     ready: Notify,
 }
 
 impl<T> Diode<T> {
+    /// A diode that holds up to `capacity` items (at least 1). Nothing is
+    /// allocated until items come.
     pub fn new(capacity: usize) -> Self {
         Diode {
-            queue: ArrayQueue::new(capacity.max(1)),
+            queue: SegQueue::new(),
+            len: AtomicUsize::new(0),
+            capacity: capacity.max(1),
             dropped: AtomicU64::new(0),
             ready: Notify::new(),
         }
@@ -29,7 +43,9 @@ impl<T> Diode<T> {
     /// Adds `item`, dropping the oldest item if full. Returns `true` when
     /// something was dropped (it is also counted in [`Diode::dropped`]).
     pub fn push(&self, item: T) -> bool {
-        let dropped = self.queue.force_push(item).is_some();
+        let before = self.len.fetch_add(1, Ordering::AcqRel);
+        self.queue.push(item);
+        let dropped = before >= self.capacity && self.pop().is_some();
         if dropped {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -38,7 +54,9 @@ impl<T> Diode<T> {
     }
 
     pub fn pop(&self) -> Option<T> {
-        self.queue.pop()
+        let item = self.queue.pop()?;
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        Some(item)
     }
 
     pub fn len(&self) -> usize {
@@ -98,7 +116,9 @@ impl<T> PerCore<T> {
     /// Returns `true` when the oldest item there was dropped.
     pub fn push_to(&self, core: usize, item: T) -> bool {
         let diode = &self.diodes[core % self.diodes.len()];
-        let dropped = diode.queue.force_push(item).is_some();
+        let before = diode.len.fetch_add(1, Ordering::AcqRel);
+        diode.queue.push(item);
+        let dropped = before >= diode.capacity && diode.pop().is_some();
         if dropped {
             diode.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -125,7 +145,7 @@ impl<T> PerCore<T> {
                 if taken >= max {
                     break;
                 }
-                if let Some(item) = self.diodes[(start + i) % n].queue.pop() {
+                if let Some(item) = self.diodes[(start + i) % n].pop() {
                     out.push(item);
                     taken += 1;
                     progress = true;
@@ -201,6 +221,39 @@ mod tests {
             d.push_to(0, i);
         }
         assert_eq!(d.dropped(), 12, "core 0 held 2, got 20 more, keeps 10");
+    }
+
+    #[test]
+    fn an_idle_diode_allocates_nothing_and_memory_follows_content() {
+        // Capacity is a bound, not an allocation: a huge one is fine.
+        let d: Diode<[u8; 256]> = Diode::new(usize::MAX);
+        assert!(d.is_empty());
+        for _ in 0..1000 {
+            d.push([0; 256]);
+        }
+        assert_eq!((d.len(), d.dropped()), (1000, 0));
+        while d.pop().is_some() {}
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn concurrent_producers_never_exceed_capacity_for_long() {
+        let d = Arc::new(Diode::new(100));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let d = d.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000 {
+                        d.push(i);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(d.len(), 100);
+        assert_eq!(d.dropped(), 40_000 - 100);
     }
 
     #[tokio::test]
