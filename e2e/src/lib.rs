@@ -127,6 +127,19 @@ impl Certs {
         cfg
     }
 
+    /// `curl` flags of the well-behaved gateway client: trust our CA,
+    /// present the client certificate. Use with `https://localhost:PORT`.
+    pub fn curl_flags(&self) -> Vec<String> {
+        vec![
+            "--cacert".into(),
+            self.path("ca.pem"),
+            "--cert".into(),
+            self.path("client.pem"),
+            "--key".into(),
+            self.path("client-key.pem"),
+        ]
+    }
+
     /// The well-behaved client: our CA, our client certificate.
     pub fn client(&self) -> ClientTlsConfig {
         self.client_tls("ca.pem", Some(("client.pem", "client-key.pem")))

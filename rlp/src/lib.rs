@@ -6,10 +6,12 @@
 //! on every router of the set → the consumer's diode → [`egress`] (gRPC)
 //! or [`gateway`] (SSE).
 
+pub mod access;
 pub mod discovery;
 pub mod egress;
 pub mod fanin;
 pub mod gateway;
+pub mod tls_listener;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,8 +28,10 @@ use spillway_plumbing::parse_duration;
 use spillway_plumbing::tls::TlsArgs;
 use spillway_proto::v2::{EnvelopeBatch, ingress_client::IngressClient};
 
+use crate::access::{AnyOf, Authenticate, ClientCertificate, Peer, StaticTokens};
 use crate::egress::RlpEgress;
 use crate::fanin::Fanin;
+use crate::tls_listener::{TlsFiles, TlsListener};
 
 /// How long a gRPC consumer may leave a keepalive ping unanswered before
 /// its connection is closed.
@@ -53,11 +57,33 @@ pub struct Flags {
     /// gRPC address of the v2 Egress API for consumers.
     #[arg(long, default_value = "0.0.0.0:8083")]
     pub addr: SocketAddr,
-    /// HTTP address of the RLP gateway (`GET /v2/read`, server-sent events).
-    #[arg(long, default_value = "0.0.0.0:8088")]
+    /// HTTPS address of the RLP gateway (`GET /v2/read`, server-sent
+    /// events). Loopback unless told otherwise.
+    #[arg(long, default_value = "127.0.0.1:8088")]
     pub gateway_addr: SocketAddr,
+    /// Gateway: its own certificate (PEM) instead of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "gateway_tls_key")]
+    pub gateway_tls_cert: Option<PathBuf>,
+    /// Gateway: the private key (PEM) of --gateway-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "gateway_tls_cert")]
+    pub gateway_tls_key: Option<PathBuf>,
+    /// Gateway: CA (PEM) whose client certificates may read (default:
+    /// --tls-ca). A client presents one of these or a token.
+    #[arg(long, value_name = "FILE")]
+    pub gateway_client_ca: Option<PathBuf>,
+    /// Gateway: a file of tokens, one per line (`#` starts a comment). A
+    /// request with `Authorization: TOKEN` or `Authorization: Bearer TOKEN`
+    /// for one of them may read.
+    #[arg(long, value_name = "FILE")]
+    pub gateway_token_file: Option<PathBuf>,
+    /// Gateway: serve plain HTTP, on a loopback --gateway-addr only, for
+    /// local experiments. Tokens are still checked if
+    /// --gateway-token-file is given; without one anyone on this host can
+    /// read every log.
+    #[arg(long, conflicts_with_all = ["gateway_tls_cert", "gateway_tls_key", "gateway_client_ca"])]
+    pub gateway_insecure_plaintext: bool,
     /// HTTP address for `/metrics` (Prometheus text) and `/health`.
-    #[arg(long, default_value = "0.0.0.0:14826")]
+    #[arg(long, default_value = "127.0.0.1:14826")]
     pub metrics_addr: SocketAddr,
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -111,6 +137,13 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         stream_timeout: flags.stream_timeout,
     };
 
+    let gateway = {
+        let flags = flags.clone();
+        tokio::task::spawn_blocking(move || gateway_setup(&flags))
+            .await
+            .map_err(|e| format!("gateway setup failed: {e}"))??
+    };
+
     let grpc_listener = grpc::bind("--addr", flags.addr).await?;
     let gateway_listener = grpc::bind("--gateway-addr", flags.gateway_addr).await?;
     let metrics_listener = grpc::bind("--metrics-addr", flags.metrics_addr).await?;
@@ -123,15 +156,27 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         .http2_keepalive_timeout(Some(CONSUMER_PING_TIMEOUT))
         .add_service(RlpEgress::server(fanin.clone(), policy, metrics.clone()));
 
-    metrics::spawn_http(
-        gateway_listener,
-        gateway::routes(fanin.clone(), policy, timing, metrics.clone()),
-    );
+    let app = gateway::routes(fanin.clone(), policy, timing, metrics.clone(), gateway.auth)
+        .into_make_service_with_connect_info::<Peer>();
+    let gateway_scheme = if gateway.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tokio::spawn(async move {
+        let served = match gateway.tls {
+            Some(config) => axum::serve(TlsListener::new(gateway_listener, config), app).await,
+            None => axum::serve(gateway_listener, app).await,
+        };
+        if let Err(e) = served {
+            tracing::error!("gateway stopped: {e}");
+        }
+    });
     metrics::spawn_http(metrics_listener, metrics::http_routes(metrics.clone()));
     spawn_self_metrics(&fanin, &metrics, &flags);
 
     tracing::info!(
-        "spillway-rlp serving v2 Egress on {} ({}), gateway on http://{}, metrics on http://{}, reading from {} router(s) found under {}",
+        "spillway-rlp serving v2 Egress on {} ({}), gateway on {gateway_scheme}://{}, metrics on http://{}, reading from {} router(s) found under {}",
         flags.addr,
         if tls.is_plaintext() {
             "PLAINTEXT"
@@ -156,6 +201,88 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
             tracing::error!("gRPC server stopped: {e}");
         }
     }))
+}
+
+/// How the gateway is served.
+struct GatewaySetup {
+    /// `None`: plain HTTP (`--gateway-insecure-plaintext`).
+    tls: Option<rustls::ServerConfig>,
+    /// `None`: no check (plain HTTP without tokens).
+    auth: Option<Arc<dyn Authenticate>>,
+}
+
+/// Reads the gateway's certificate, client CA and tokens (files: run off
+/// the async runtime) and checks that readers must authenticate.
+fn gateway_setup(flags: &Flags) -> Result<GatewaySetup, String> {
+    let tokens = flags
+        .gateway_token_file
+        .as_deref()
+        .map(|f| StaticTokens::from_file("--gateway-token-file", f))
+        .transpose()?;
+    if flags.gateway_insecure_plaintext {
+        if !flags.gateway_addr.ip().is_loopback() {
+            return Err(format!(
+                "--gateway-insecure-plaintext serves only a loopback --gateway-addr, not {}",
+                flags.gateway_addr
+            ));
+        }
+        tracing::warn!(
+            "--gateway-insecure-plaintext: the gateway serves plain HTTP on {}{}",
+            flags.gateway_addr,
+            if tokens.is_some() {
+                ""
+            } else {
+                " WITHOUT authentication: anyone on this host can read every log"
+            }
+        );
+        return Ok(GatewaySetup {
+            tls: None,
+            auth: tokens.map(|t| Arc::new(t) as Arc<dyn Authenticate>),
+        });
+    }
+    let (cert, key) = match (
+        &flags.gateway_tls_cert,
+        &flags.gateway_tls_key,
+        &flags.tls.tls_cert,
+        &flags.tls.tls_key,
+    ) {
+        (Some(c), Some(k), _, _) => (("--gateway-tls-cert", c), ("--gateway-tls-key", k)),
+        (None, None, Some(c), Some(k)) => (("--tls-cert", c), ("--tls-key", k)),
+        _ => {
+            return Err("the gateway serves HTTPS: give --gateway-tls-cert and \
+                        --gateway-tls-key (gRPC runs without TLS), or \
+                        --gateway-insecure-plaintext on loopback"
+                .into());
+        }
+    };
+    let client_ca = match (&flags.gateway_client_ca, &flags.tls.tls_ca) {
+        (Some(ca), _) => Some(("--gateway-client-ca", ca.as_path())),
+        (None, Some(ca)) => Some(("--tls-ca", ca.as_path())),
+        (None, None) => None,
+    };
+    let mut checks: Vec<Box<dyn Authenticate>> = Vec::new();
+    if client_ca.is_some() {
+        checks.push(Box::new(ClientCertificate));
+    }
+    if let Some(t) = tokens {
+        checks.push(Box::new(t));
+    }
+    if checks.is_empty() {
+        return Err(
+            "the gateway needs a way to check readers: --gateway-token-file or \
+                    --gateway-client-ca"
+                .into(),
+        );
+    }
+    let tls = tls_listener::server_config(&TlsFiles {
+        cert: (cert.0, cert.1.as_path()),
+        key: (key.0, key.1.as_path()),
+        client_ca,
+    })?;
+    Ok(GatewaySetup {
+        tls: Some(tls),
+        auth: Some(Arc::new(AnyOf(checks))),
+    })
 }
 
 /// The RLP has no ingress of its own: its metric envelopes go to the
