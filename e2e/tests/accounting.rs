@@ -137,6 +137,62 @@ async fn a_router_restart_before_the_rlp_resubscribes_is_counted() {
     assert_eq!(received.distinct(), 2000);
 }
 
+/// The RLP is killed and started again: what reaches the router while no
+/// RLP is subscribed is counted there, and the consumer that comes back
+/// gets everything after it subscribed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_rlp_restart_is_counted_at_the_router() {
+    let certs = Certs::new();
+    let router = Router::start(&certs, QUIET);
+    let mut rlp = Rlp::start(&certs, &[&router], QUIET);
+    let mut ingress = IngressClient::new(channel(router.port, certs.client()).await);
+    let mut received = Received::default();
+    {
+        let mut stream = rlp
+            .client(&certs)
+            .await
+            .batched_receiver(request("acct", &[Kind::Log], ""))
+            .await
+            .unwrap()
+            .into_inner();
+        eventually(WAIT, "subscribed", || router.subscriptions() == 1).await;
+        send_range(&mut ingress, 0, 1000, 0).await;
+        for e in collect_until(&mut stream, WAIT, |g| g.len() >= 1000).await {
+            received.add(number_of(&e).unwrap());
+        }
+        assert_eq!(received.distinct(), 1000, "all delivered before the fault");
+    }
+
+    rlp.proc.kill();
+    eventually(WAIT, "the router saw the RLP go", || {
+        router.subscriptions() == 0
+    })
+    .await;
+    send_range(&mut ingress, 1000, 2000, 0).await;
+    assert_eq!(
+        dropped(router.metrics_port, Some("reason=\"no_subscriber\"")),
+        1000
+    );
+
+    rlp.proc.restart();
+    wait_port(rlp.port);
+    let mut stream = rlp
+        .client(&certs)
+        .await
+        .batched_receiver(request("acct", &[Kind::Log], ""))
+        .await
+        .unwrap()
+        .into_inner();
+    eventually(WAIT, "subscribed again", || router.subscriptions() == 1).await;
+    send_range(&mut ingress, 2000, 3000, 0).await;
+    for e in collect_until(&mut stream, WAIT, |g| g.len() >= 1000).await {
+        received.add(number_of(&e).unwrap());
+    }
+    let counted = dropped(router.metrics_port, None) + dropped(rlp.metrics_port, None);
+    assert_eq!(received.duplicates(), 0);
+    assert_eq!((received.distinct(), counted), (2000, 1000));
+}
+
 /// A consumer stopped for 20 s (SIGSTOP) keeps its stream: the RLP drops its
 /// oldest envelopes and counts them (`reason="consumer_slow"`), and once it
 /// runs again the consumer gets the rest. Delivered + counted = sent.
