@@ -4,37 +4,57 @@
 //! *oldest* item to make room, and the drop is counted. A slow reader thus
 //! loses its own oldest data and never slows whoever writes.
 //!
-//! Memory follows what a diode holds, not its capacity: items live in
-//! blocks of a [`SegQueue`] that are allocated as it fills and freed as it
-//! drains. An idle subscription or consumer stream costs a few hundred
-//! bytes, not `capacity` slots (10,000 envelopes were ~2 MB each).
+//! Two kinds of storage: [`Diode::new`] preallocates its capacity (an
+//! `ArrayQueue`: no allocation while running, for the collector's hot
+//! path); [`Diode::growing`] allocates as it fills and frees as it drains
+//! (a `SegQueue` with a bound), so an idle subscription or consumer stream
+//! costs a few hundred bytes instead of `capacity` slots (10,000 envelopes
+//! were ~2 MB per RLP consumer).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crossbeam_queue::SegQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
 use tokio::sync::Notify;
 
 /// A single lossy queue with a wake-up for one async reader.
 pub struct Diode<T> {
-    queue: SegQueue<T>,
-    /// Items in `queue`, counting pushes in progress: raised before an
-    /// item goes in, lowered after one comes out, so it never falls below
-    /// the true count.
-    len: AtomicUsize,
-    capacity: usize,
+    storage: Storage<T>,
     dropped: AtomicU64,
     ready: Notify,
 }
 
+enum Storage<T> {
+    Fixed(ArrayQueue<T>),
+    Growing {
+        queue: SegQueue<T>,
+        /// Items in `queue`, counting pushes in progress: raised before an
+        /// item goes in, lowered after one comes out, so it never falls
+        /// below the true count.
+        len: AtomicUsize,
+        capacity: usize,
+    },
+}
+
 impl<T> Diode<T> {
-    /// A diode that holds up to `capacity` items (at least 1). Nothing is
-    /// allocated until items come.
+    /// A diode of `capacity` items (at least 1), allocated up front.
     pub fn new(capacity: usize) -> Self {
-        Diode {
+        Diode::with(Storage::Fixed(ArrayQueue::new(capacity.max(1))))
+    }
+
+    /// A diode of up to `capacity` items (at least 1) that allocates only
+    /// for what it holds: for buffers that are many and mostly idle.
+    pub fn growing(capacity: usize) -> Self {
+        Diode::with(Storage::Growing {
             queue: SegQueue::new(),
             len: AtomicUsize::new(0),
             capacity: capacity.max(1),
+        })
+    }
+
+    fn with(storage: Storage<T>) -> Self {
+        Diode {
+            storage,
             dropped: AtomicU64::new(0),
             ready: Notify::new(),
         }
@@ -43,28 +63,54 @@ impl<T> Diode<T> {
     /// Adds `item`, dropping the oldest item if full. Returns `true` when
     /// something was dropped (it is also counted in [`Diode::dropped`]).
     pub fn push(&self, item: T) -> bool {
-        let before = self.len.fetch_add(1, Ordering::AcqRel);
-        self.queue.push(item);
-        let dropped = before >= self.capacity && self.pop().is_some();
-        if dropped {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        let dropped = self.push_quietly(item);
         self.ready.notify_one();
         dropped
     }
 
+    /// [`Diode::push`] without waking the reader.
+    fn push_quietly(&self, item: T) -> bool {
+        let dropped = match &self.storage {
+            Storage::Fixed(q) => q.force_push(item).is_some(),
+            Storage::Growing {
+                queue,
+                len,
+                capacity,
+            } => {
+                let before = len.fetch_add(1, Ordering::AcqRel);
+                queue.push(item);
+                before >= *capacity && self.pop().is_some()
+            }
+        };
+        if dropped {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        dropped
+    }
+
     pub fn pop(&self) -> Option<T> {
-        let item = self.queue.pop()?;
-        self.len.fetch_sub(1, Ordering::AcqRel);
-        Some(item)
+        match &self.storage {
+            Storage::Fixed(q) => q.pop(),
+            Storage::Growing { queue, len, .. } => {
+                let item = queue.pop()?;
+                len.fetch_sub(1, Ordering::AcqRel);
+                Some(item)
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.queue.len()
+        match &self.storage {
+            Storage::Fixed(q) => q.len(),
+            Storage::Growing { queue, .. } => queue.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        match &self.storage {
+            Storage::Fixed(q) => q.is_empty(),
+            Storage::Growing { queue, .. } => queue.is_empty(),
+        }
     }
 
     /// Items dropped so far because the diode was full.
@@ -115,13 +161,7 @@ impl<T> PerCore<T> {
     /// Pushes into the diode of core `core` (taken modulo the core count).
     /// Returns `true` when the oldest item there was dropped.
     pub fn push_to(&self, core: usize, item: T) -> bool {
-        let diode = &self.diodes[core % self.diodes.len()];
-        let before = diode.len.fetch_add(1, Ordering::AcqRel);
-        diode.queue.push(item);
-        let dropped = before >= diode.capacity && diode.pop().is_some();
-        if dropped {
-            diode.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        let dropped = self.diodes[core % self.diodes.len()].push_quietly(item);
         // Only the sweeping reader waits: one wake-up, on the whole.
         self.ready.notify_one();
         dropped
@@ -156,11 +196,11 @@ impl<T> PerCore<T> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.diodes.iter().all(|d| d.queue.is_empty())
+        self.diodes.iter().all(Diode::is_empty)
     }
 
     pub fn len(&self) -> usize {
-        self.diodes.iter().map(|d| d.queue.len()).sum()
+        self.diodes.iter().map(Diode::len).sum()
     }
 
     /// Items dropped so far over all cores.
@@ -189,15 +229,16 @@ mod tests {
 
     #[test]
     fn full_diode_drops_oldest_and_counts() {
-        let d = Diode::new(3);
-        for i in 0..5 {
-            d.push(i);
+        for d in [Diode::new(3), Diode::growing(3)] {
+            for i in 0..5 {
+                d.push(i);
+            }
+            assert_eq!(d.dropped(), 2);
+            assert_eq!(
+                (d.pop(), d.pop(), d.pop(), d.pop()),
+                (Some(2), Some(3), Some(4), None)
+            );
         }
-        assert_eq!(d.dropped(), 2);
-        assert_eq!(
-            (d.pop(), d.pop(), d.pop(), d.pop()),
-            (Some(2), Some(3), Some(4), None)
-        );
     }
 
     #[test]
@@ -226,7 +267,7 @@ mod tests {
     #[test]
     fn an_idle_diode_allocates_nothing_and_memory_follows_content() {
         // Capacity is a bound, not an allocation: a huge one is fine.
-        let d: Diode<[u8; 256]> = Diode::new(usize::MAX);
+        let d: Diode<[u8; 256]> = Diode::growing(usize::MAX);
         assert!(d.is_empty());
         for _ in 0..1000 {
             d.push([0; 256]);
@@ -238,7 +279,7 @@ mod tests {
 
     #[test]
     fn concurrent_producers_never_exceed_capacity_for_long() {
-        let d = Arc::new(Diode::new(100));
+        let d = Arc::new(Diode::growing(100));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let d = d.clone();

@@ -127,7 +127,7 @@ impl Fanin {
             return Err(Refused::TooManyStreams(self.max_streams));
         }
         self.metrics.subscriptions.inc();
-        let diode = Arc::new(Diode::new(self.buffer));
+        let diode = Arc::new(Diode::growing(self.buffer));
         let task = tokio::spawn(follow_all(
             self.routers.clone(),
             req,

@@ -117,7 +117,7 @@ impl PubSub {
             shard_id: req.shard_id.clone(),
             deterministic_name: req.deterministic_name.clone(),
             selectors,
-            diode: Arc::new(Diode::new(self.buffer)),
+            diode: Arc::new(Diode::growing(self.buffer)),
         });
         self.update(|subs| subs.push(sub.clone()));
         self.metrics.subscriptions.inc();
