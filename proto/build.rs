@@ -36,5 +36,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .preserve_proto_field_names()
         .emit_fields()
         .build(&[".loggregator.v2"])?;
+    patch_doubles(&out.join("loggregator.v2.serde.rs"))
+}
+
+/// pbjson writes `double` fields through serde, which turns NaN and the
+/// infinities into `null`; protobuf-JSON wants the strings `"NaN"`,
+/// `"Infinity"`, `"-Infinity"`. The two `double` fields of the Loggregator
+/// protos are serialized through `crate::json::Double` instead. Fails the
+/// build if pbjson's output no longer has the expected lines.
+fn patch_doubles(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    const PATCHES: &[(&str, &str)] = &[
+        (
+            r#"struct_ser.serialize_field("value", &self.value)?;"#,
+            r#"struct_ser.serialize_field("value", &crate::json::Double(self.value))?;"#,
+        ),
+        (
+            r#"struct_ser.serialize_field("decimal", v)?;"#,
+            r#"struct_ser.serialize_field("decimal", &crate::json::Double(*v))?;"#,
+        ),
+    ];
+    let mut text = std::fs::read_to_string(path)?;
+    for (from, to) in PATCHES {
+        if text.matches(from).count() != 1 {
+            return Err(
+                format!("pbjson output changed: `{from}` is not there exactly once").into(),
+            );
+        }
+        text = text.replace(from, to);
+    }
+    std::fs::write(path, text)?;
     Ok(())
 }

@@ -4,6 +4,7 @@ FROM scratch
 COPY spillway-router /spillway-router
 # No shell, no libc, no user database: a numeric unprivileged user.
 USER 65532:65532
-# v2 Ingress and Egress gRPC; /metrics and /health.
+# v2 Ingress and Egress gRPC; /metrics and /health (loopback unless given
+# --metrics-addr 0.0.0.0:14825).
 EXPOSE 8082 14825
 ENTRYPOINT ["/spillway-router"]

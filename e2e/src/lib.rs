@@ -127,6 +127,19 @@ impl Certs {
         cfg
     }
 
+    /// `curl` flags of the well-behaved gateway client: trust our CA,
+    /// present the client certificate. Use with `https://localhost:PORT`.
+    pub fn curl_flags(&self) -> Vec<String> {
+        vec![
+            "--cacert".into(),
+            self.path("ca.pem"),
+            "--cert".into(),
+            self.path("client.pem"),
+            "--key".into(),
+            self.path("client-key.pem"),
+        ]
+    }
+
     /// The well-behaved client: our CA, our client certificate.
     pub fn client(&self) -> ClientTlsConfig {
         self.client_tls("ca.pem", Some(("client.pem", "client-key.pem")))
@@ -164,6 +177,24 @@ impl Proc {
     /// Runs `wrapper... <path of binary> args...`: the binary inside a
     /// namespace, say.
     pub fn spawn_wrapped(wrapper: &[String], binary: &str, args: &[String]) -> Proc {
+        Proc::start(wrapper, binary, args, false)
+    }
+
+    /// Like [`Proc::spawn`], with stdout piped for the test to read
+    /// ([`Proc::take_stdout`]); stderr still goes to the log.
+    pub fn spawn_piped(binary: &str, args: &[String]) -> Proc {
+        Proc::start(&[], binary, args, true)
+    }
+
+    /// The piped stdout of [`Proc::spawn_piped`].
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.child
+            .as_mut()
+            .and_then(|c| c.stdout.take())
+            .expect("a piped stdout, taken once")
+    }
+
+    fn start(wrapper: &[String], binary: &str, args: &[String], piped: bool) -> Proc {
         let log = std::env::temp_dir().join(format!(
             "spillway-e2e-{}-{binary}-{}.log",
             std::process::id(),
@@ -180,7 +211,11 @@ impl Proc {
             .args(&command[1..])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
+            .stdout(if piped {
+                Stdio::piped()
+            } else {
+                file.try_clone().unwrap().into()
+            })
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));

@@ -170,7 +170,7 @@ async fn a_consumer_that_stops_reading_does_not_slow_the_others() {
         || {
             metric(
                 rlp.metrics_port,
-                "spillway_dropped_total{direction=\"egress\"}",
+                "spillway_dropped_total{direction=\"egress\",reason=\"consumer_slow\"}",
             )
             .unwrap_or(0)
                 > 0

@@ -1,5 +1,6 @@
 //! The RLP gateway (`GET /v2/read`, server-sent events) seen by a real HTTP
-//! client: `curl`, against real processes (collector → router → RLP).
+//! client: `curl` over TLS with a client certificate or a token, against
+//! real processes (collector → router → RLP).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -22,13 +23,20 @@ struct Stream {
 }
 
 impl Stream {
-    fn open(port: u16, query: &str) -> Stream {
+    /// A stream of the well-behaved client (our CA, a client certificate).
+    fn open(certs: &Certs, port: u16, query: &str) -> Stream {
+        Stream::open_with(
+            &certs.curl_flags(),
+            &format!("https://localhost:{port}/v2/read?{query}"),
+        )
+    }
+
+    /// A stream of `curl` with `flags` on `url`.
+    fn open_with(flags: &[String], url: &str) -> Stream {
         let mut curl = Command::new("curl")
-            .args([
-                "-sN",
-                "-i",
-                &format!("http://127.0.0.1:{port}/v2/read?{query}"),
-            ])
+            .args(["-sN", "-i"])
+            .args(flags)
+            .arg(url)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -181,12 +189,24 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// One plain `curl` request: (HTTP status, content type, body).
-fn curl(method: &str, port: u16, path: &str) -> (u16, String, String) {
+/// One `curl` request of the well-behaved client: (HTTP status, content
+/// type, body).
+fn curl(certs: &Certs, method: &str, port: u16, path: &str) -> (u16, String, String) {
+    curl_with(
+        &certs.curl_flags(),
+        method,
+        &format!("https://localhost:{port}{path}"),
+    )
+}
+
+/// One `curl` request with `flags`: (HTTP status, content type, body); the
+/// status is 0 when no HTTP response came (refused, TLS failed).
+fn curl_with(flags: &[String], method: &str, url: &str) -> (u16, String, String) {
     let out = Command::new("curl")
         .args(["-s", "--max-time", "10", "-X", method, "-o", "-"])
         .args(["-w", "\n%{http_code} %{content_type}"])
-        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .args(flags)
+        .arg(url)
         .output()
         .expect("cannot run curl");
     let text = String::from_utf8(out.stdout).expect("UTF-8 response");
@@ -200,8 +220,8 @@ fn curl(method: &str, port: u16, path: &str) -> (u16, String, String) {
 }
 
 /// `path` answers with `status` and the JSON error `code` (and a message).
-fn assert_error(port: u16, method: &str, path: &str, status: u16, code: &str) {
-    let (got, content_type, body) = curl(method, port, path);
+fn assert_error(certs: &Certs, port: u16, method: &str, path: &str, status: u16, code: &str) {
+    let (got, content_type, body) = curl(certs, method, port, path);
     assert_eq!(got, status, "{method} {path}: {body}");
     assert_eq!(content_type, "application/json", "{method} {path}");
     let json: Value = serde_json::from_str(&body)
@@ -239,7 +259,7 @@ async fn log_envelopes_arrive_as_protobuf_json_in_sse_frames() {
     let rlp = Rlp::start(&certs, &[&router], &[]);
     let collector = Collector::start(&certs, &[&router], &[]);
 
-    let mut stream = Stream::open(rlp.gateway_port, "source_id=gw&log");
+    let mut stream = Stream::open(&certs, rlp.gateway_port, "source_id=gw&log");
     subscribed(&router, 1).await;
 
     let payloads: [(&[u8], v2::log::Type); 3] = [
@@ -313,7 +333,7 @@ async fn response_head_is_sent_before_the_first_frame() {
     let router = Router::start(&certs, &[]);
     let rlp = Rlp::start(&certs, &[&router], &[]);
 
-    let mut stream = Stream::open(rlp.gateway_port, "source_id=quiet&log");
+    let mut stream = Stream::open(&certs, rlp.gateway_port, "source_id=quiet&log");
     subscribed(&router, 1).await;
     let head = stream.try_next(Duration::from_secs(3)).await;
     assert!(
@@ -329,7 +349,11 @@ async fn counter_and_gauge_names_select_exactly() {
     let rlp = Rlp::start(&certs, &[&router], &[]);
     let collector = Collector::start(&certs, &[&router], &[]);
 
-    let mut stream = Stream::open(rlp.gateway_port, "counter.name=hits&gauge.name=cpu,mem");
+    let mut stream = Stream::open(
+        &certs,
+        rlp.gateway_port,
+        "counter.name=hits&gauge.name=cpu,mem",
+    );
     subscribed(&router, 1).await;
 
     let gauge = |names: &[&str]| {
@@ -405,7 +429,7 @@ async fn heartbeat_frames_while_there_is_no_data() {
     let router = Router::start(&certs, &[]);
     let rlp = Rlp::start(&certs, &[&router], &["--heartbeat-interval", "1s"]);
 
-    let mut stream = Stream::open(rlp.gateway_port, "source_id=quiet&log");
+    let mut stream = Stream::open(&certs, rlp.gateway_port, "source_id=quiet&log");
     let (status, _) = stream.head().await;
     assert_eq!(status, 200);
     for _ in 0..2 {
@@ -431,7 +455,7 @@ async fn stream_timeout_sends_closing_and_ends_the_stream() {
     let rlp = Rlp::start(&certs, &[&router], &["--stream-timeout", "3s"]);
 
     let opened = Instant::now();
-    let mut stream = Stream::open(rlp.gateway_port, "source_id=quiet&log");
+    let mut stream = Stream::open(&certs, rlp.gateway_port, "source_id=quiet&log");
     let (status, _) = stream.head().await;
     assert_eq!(status, 200);
     let frame = stream.next(WAIT).await.expect("a closing frame");
@@ -468,8 +492,9 @@ async fn errors_are_json_with_their_http_status() {
     let rlp = Rlp::start(&certs, &[&router], &["--max-streams", "1"]);
     let port = rlp.gateway_port;
 
-    assert_error(port, "GET", "/v2/read", 400, "empty_query");
+    assert_error(&certs, port, "GET", "/v2/read", 400, "empty_query");
     assert_error(
+        &certs,
         port,
         "GET",
         "/v2/read?source_id=x",
@@ -477,6 +502,7 @@ async fn errors_are_json_with_their_http_status() {
         "missing_envelope_type",
     );
     assert_error(
+        &certs,
         port,
         "GET",
         "/v2/read?log&counter.name=",
@@ -484,23 +510,31 @@ async fn errors_are_json_with_their_http_status() {
         "missing_counter_name",
     );
     assert_error(
+        &certs,
         port,
         "GET",
         "/v2/read?gauge.name=",
         400,
         "missing_gauge_name",
     );
-    assert_error(port, "GET", "/v2/nothing-here", 404, "not_found");
-    let (status, _, body) = curl("POST", port, "/v2/read?log");
+    assert_error(&certs, port, "GET", "/v2/nothing-here", 404, "not_found");
+    let (status, _, body) = curl(&certs, "POST", port, "/v2/read?log");
     assert_eq!(status, 405, "POST: {body}");
 
     // One stream open, the most allowed: the next is refused.
-    let mut first = Stream::open(port, "source_id=x&log");
+    let mut first = Stream::open(&certs, port, "source_id=x&log");
     eventually(WAIT, "the RLP serves the first stream", || {
         metric(rlp.metrics_port, "spillway_subscriptions") == Some(1)
     })
     .await;
-    assert_error(port, "GET", "/v2/read?log", 503, "streaming_unavailable");
+    assert_error(
+        &certs,
+        port,
+        "GET",
+        "/v2/read?log",
+        503,
+        "streaming_unavailable",
+    );
     assert!(
         first.curl.try_wait().unwrap().is_none(),
         "the first stream is still open"
@@ -513,7 +547,7 @@ async fn a_client_that_goes_away_frees_its_stream() {
     let router = Router::start(&certs, &[]);
     let rlp = Rlp::start(&certs, &[&router], &[]);
 
-    let stream = Stream::open(rlp.gateway_port, "source_id=x&log");
+    let stream = Stream::open(&certs, rlp.gateway_port, "source_id=x&log");
     subscribed(&router, 1).await;
     drop(stream);
     eventually(WAIT, "the RLP closed the stream", || {
@@ -534,8 +568,8 @@ async fn gateway_clients_with_one_shard_id_split_the_stream() {
     let collector = Collector::start(&certs, &[&router], &[]);
 
     let query = "source_id=shard&log&shard_id=g";
-    let mut a = Stream::open(rlp.gateway_port, query);
-    let mut b = Stream::open(rlp.gateway_port, query);
+    let mut a = Stream::open(&certs, rlp.gateway_port, query);
+    let mut b = Stream::open(&certs, rlp.gateway_port, query);
     subscribed(&router, 2).await;
 
     const N: u64 = 200;
@@ -598,7 +632,12 @@ async fn gateway_clients_with_one_shard_id_split_the_stream() {
 async fn a_client_that_stops_reading_loses_its_stream() {
     let certs = Certs::new();
     let router = Router::start(&certs, &[]);
-    let rlp = Rlp::start(&certs, &[&router], &["--heartbeat-interval", "1s"]);
+    // Plain HTTP (the loopback opt-out) for a raw client that never reads.
+    let rlp = Rlp::start(
+        &certs,
+        &[&router],
+        &["--heartbeat-interval", "1s", "--gateway-insecure-plaintext"],
+    );
     let collector = Collector::start(&certs, &[&router], &[]);
 
     // A raw connection that asks for a stream and never reads.
@@ -630,4 +669,254 @@ async fn a_client_that_stops_reading_loses_its_stream() {
     })
     .await;
     drop(stalled);
+}
+
+/// Gauges of NaN and ±Infinity: protobuf-JSON (and Loggregator's gateway)
+/// writes them as the strings "NaN", "Infinity", "-Infinity", which
+/// go-loggregator reads back; `null` would read as 0. The same from
+/// `spillway tail --json`.
+#[tokio::test(flavor = "multi_thread")]
+async fn special_gauge_values_are_protobuf_json_strings() {
+    let certs = Certs::new();
+    let router = Router::start(&certs, &[]);
+    let rlp = Rlp::start(&certs, &[&router], &[]);
+
+    let mut stream = Stream::open(&certs, rlp.gateway_port, "source_id=odd&gauge");
+    let mut tail = Command::new(bin("spillway"))
+        .args(["tail", "--rlp", &format!("localhost:{}", rlp.port)])
+        .args([
+            "--source-id",
+            "odd",
+            "--gauge",
+            "",
+            "--json",
+            "--count",
+            "1",
+        ])
+        .args(["--tls-ca", &certs.path("ca.pem")])
+        .args(["--tls-cert", &certs.path("client.pem")])
+        .args(["--tls-key", &certs.path("client-key.pem")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    subscribed(&router, 2).await;
+
+    let mut gauge = v2::Gauge::default();
+    for (name, value) in [
+        ("nan", f64::NAN),
+        ("inf", f64::INFINITY),
+        ("ninf", f64::NEG_INFINITY),
+        ("plain", 0.25),
+    ] {
+        gauge.metrics.insert(
+            name.into(),
+            v2::GaugeValue {
+                unit: "u".into(),
+                value,
+            },
+        );
+    }
+    let envelope = Envelope {
+        timestamp: 1,
+        source_id: "odd".into(),
+        message: Some(Message::Gauge(gauge)),
+        ..Default::default()
+    };
+    let mut ingress =
+        v2::ingress_client::IngressClient::new(channel(router.port, certs.client()).await);
+    ingress
+        .send(EnvelopeBatch {
+            batch: vec![envelope],
+        })
+        .await
+        .unwrap();
+
+    let check = |e: &Value| {
+        let m = &e["gauge"]["metrics"];
+        assert_eq!(m["nan"]["value"], "NaN", "{e}");
+        assert_eq!(m["inf"]["value"], "Infinity", "{e}");
+        assert_eq!(m["ninf"]["value"], "-Infinity", "{e}");
+        assert_eq!(m["plain"]["value"], 0.25, "{e}");
+    };
+    assert_eq!(stream.head().await.0, 200);
+    let got = stream.envelopes_until(WAIT, |g| !g.is_empty()).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    check(&got[0]);
+
+    let out = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + WAIT;
+        while tail.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "tail --count 1 did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tail.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    check(&lines[0]);
+}
+
+/// Resident memory of a process, in KiB, from `/proc`.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// An idle SSE stream costs little: its buffers grow with what it holds, not
+/// to their capacity up front (a preallocated 10,000-envelope buffer cost
+/// ~2 MB per stream in the RLP, ~160 KiB per subscription in the router).
+/// Measured with 200 streams held open by one `curl --parallel`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_stream_costs_little_memory() {
+    const STREAMS: u64 = 200;
+    let certs = Certs::new();
+    let router = Router::start(&certs, &[]);
+    let rlp = Rlp::start(&certs, &[&router], &["--max-streams", "1000"]);
+    // Warm up: the first stream brings in what every stream shares.
+    let _first = Stream::open(&certs, rlp.gateway_port, "source_id=idle&log");
+    subscribed(&router, 1).await;
+    let (rlp_pid, router_pid) = (rlp.proc.pid().unwrap(), router.proc.pid().unwrap());
+    let (rlp_before, router_before) = (rss_kib(rlp_pid), rss_kib(router_pid));
+
+    let url = format!(
+        "https://localhost:{}/v2/read?source_id=idle&log",
+        rlp.gateway_port
+    );
+    let mut curl = Command::new("curl");
+    curl.args(["-sN", "--parallel", "--parallel-immediate"])
+        .args(certs.curl_flags())
+        .args(["--parallel-max", &STREAMS.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for _ in 0..STREAMS {
+        curl.args(["-o", "/dev/null", &url]);
+    }
+    let mut curl = curl.spawn().expect("cannot run curl");
+    eventually(Duration::from_secs(30), "every stream subscribed", || {
+        router.subscriptions() == STREAMS + 1
+    })
+    .await;
+    let per_stream = |before: u64, after: u64| after.saturating_sub(before) / STREAMS;
+    let rlp_each = per_stream(rlp_before, rss_kib(rlp_pid));
+    let router_each = per_stream(router_before, rss_kib(router_pid));
+    let _ = curl.kill();
+    let _ = curl.wait();
+    eprintln!("per idle stream: RLP {rlp_each} KiB, router {router_each} KiB");
+    assert!(rlp_each < 200, "RLP: {rlp_each} KiB per idle stream");
+    assert!(
+        router_each < 64,
+        "router: {router_each} KiB per idle subscription"
+    );
+}
+
+/// The gateway serves only TLS and lets a request read only with a client
+/// certificate of the RLP's CA or one of the tokens of
+/// `--gateway-token-file` (`Authorization: TOKEN` or `Bearer TOKEN`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_serves_tls_and_requires_a_certificate_or_a_token() {
+    let certs = Certs::new();
+    let tokens = certs.dir.join("tokens");
+    std::fs::write(&tokens, "# readers\nr3ader-token\n").unwrap();
+    let router = Router::start(&certs, &[]);
+    let rlp = Rlp::start(
+        &certs,
+        &[&router],
+        &["--gateway-token-file", tokens.to_str().unwrap()],
+    );
+    let port = rlp.gateway_port;
+    let url = format!("https://localhost:{port}/v2/read?source_id=auth&log");
+    let ca = ["--cacert".to_string(), certs.path("ca.pem")];
+    let with = |extra: &[&str]| -> Vec<String> {
+        ca.iter()
+            .cloned()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+
+    // Positive controls first: a client certificate, and each token form.
+    let mut by_cert = Stream::open(&certs, port, "source_id=auth&log");
+    assert_eq!(by_cert.head().await.0, 200);
+    let mut by_bearer =
+        Stream::open_with(&with(&["-H", "Authorization: Bearer r3ader-token"]), &url);
+    assert_eq!(by_bearer.head().await.0, 200);
+    let mut by_bare = Stream::open_with(&with(&["-H", "Authorization: r3ader-token"]), &url);
+    assert_eq!(by_bare.head().await.0, 200);
+    subscribed(&router, 3).await;
+
+    // Without either, or with a wrong token: 401, as JSON.
+    for extra in [
+        &[][..],
+        &["-H", "Authorization: Bearer wrong"][..],
+        &["-H", "Authorization: r3ader-token-and-more"][..],
+        &["-H", "Authorization: Basic r3ader-token"][..],
+    ] {
+        let (status, content_type, body) = curl_with(&with(extra), "GET", &url);
+        assert_eq!(status, 401, "{extra:?}: {body}");
+        assert_eq!(content_type, "application/json");
+        let json: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["error"], "unauthorized", "{body}");
+    }
+
+    // A certificate of another CA fails the handshake, even with a token.
+    let other = with(&[
+        "--cert",
+        &certs.path("other.pem"),
+        "--key",
+        &certs.path("other-key.pem"),
+        "-H",
+        "Authorization: Bearer r3ader-token",
+    ]);
+    assert_eq!(curl_with(&other, "GET", &url).0, 0, "no HTTP response");
+
+    // Plain HTTP on the gateway's port gets no HTTP answer.
+    let plain = format!("http://127.0.0.1:{port}/v2/read?source_id=auth&log");
+    let (status, _, _) = curl_with(
+        &["-H".into(), "Authorization: r3ader-token".into()],
+        "GET",
+        &plain,
+    );
+    assert_ne!(status, 200, "plain HTTP must not be served");
+
+    // The authorized streams carry data.
+    let mut ingress =
+        v2::ingress_client::IngressClient::new(channel(router.port, certs.client()).await);
+    ingress
+        .send(EnvelopeBatch {
+            batch: vec![numbered_log("auth", 1)],
+        })
+        .await
+        .unwrap();
+    for s in [&mut by_cert, &mut by_bearer, &mut by_bare] {
+        let got = s.envelopes_until(WAIT, |g| !g.is_empty()).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+    }
+}
+
+/// Plain HTTP only on loopback, and only when asked: the RLP refuses
+/// `--gateway-insecure-plaintext` on any other address (status 2).
+#[test]
+fn plain_http_gateway_only_on_loopback() {
+    let certs = Certs::new();
+    let out = Command::new(bin("spillway-rlp"))
+        .args(["--router", "localhost:1", "--gateway-insecure-plaintext"])
+        .args(["--addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--gateway-addr", &format!("0.0.0.0:{}", free_port())])
+        .args(certs.flags("rlp"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback"), "{err}");
 }

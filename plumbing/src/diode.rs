@@ -3,24 +3,58 @@
 //! Named after Loggregator's diodes: when a diode is full, a push drops the
 //! *oldest* item to make room, and the drop is counted. A slow reader thus
 //! loses its own oldest data and never slows whoever writes.
+//!
+//! Two kinds of storage: [`Diode::new`] preallocates its capacity (an
+//! `ArrayQueue`: no allocation while running, for the collector's hot
+//! path); [`Diode::growing`] allocates as it fills and frees as it drains
+//! (a `SegQueue` with a bound), so an idle subscription or consumer stream
+//! costs a few hundred bytes instead of `capacity` slots (10,000 envelopes
+//! were ~2 MB per RLP consumer).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
 use tokio::sync::Notify;
 
 /// A single lossy queue with a wake-up for one async reader.
 pub struct Diode<T> {
-    queue: ArrayQueue<T>,
+    storage: Storage<T>,
     dropped: AtomicU64,
     ready: Notify,
 }
 
+enum Storage<T> {
+    Fixed(ArrayQueue<T>),
+    Growing {
+        queue: SegQueue<T>,
+        /// Items in `queue`, counting pushes in progress: raised before an
+        /// item goes in, lowered after one comes out, so it never falls
+        /// below the true count.
+        len: AtomicUsize,
+        capacity: usize,
+    },
+}
+
 impl<T> Diode<T> {
+    /// A diode of `capacity` items (at least 1), allocated up front.
     pub fn new(capacity: usize) -> Self {
+        Diode::with(Storage::Fixed(ArrayQueue::new(capacity.max(1))))
+    }
+
+    /// A diode of up to `capacity` items (at least 1) that allocates only
+    /// for what it holds: for buffers that are many and mostly idle.
+    pub fn growing(capacity: usize) -> Self {
+        Diode::with(Storage::Growing {
+            queue: SegQueue::new(),
+            len: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+        })
+    }
+
+    fn with(storage: Storage<T>) -> Self {
         Diode {
-            queue: ArrayQueue::new(capacity.max(1)),
+            storage,
             dropped: AtomicU64::new(0),
             ready: Notify::new(),
         }
@@ -29,10 +63,7 @@ impl<T> Diode<T> {
     /// Adds `item`, dropping the oldest item if full. Returns `true` when
     /// something was dropped (it is also counted in [`Diode::dropped`]).
     pub fn push(&self, item: T) -> bool {
-        let dropped = self.queue.force_push(item).is_some();
-        if dropped {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        let dropped = self.push_quiet(item);
         self.ready.notify_one();
         dropped
     }
@@ -42,7 +73,18 @@ impl<T> Diode<T> {
     /// [`Diode::wake_if_ready`] at the end of each, so that the reader
     /// takes a round as one batch instead of being woken per item.
     pub fn push_quiet(&self, item: T) -> bool {
-        let dropped = self.queue.force_push(item).is_some();
+        let dropped = match &self.storage {
+            Storage::Fixed(q) => q.force_push(item).is_some(),
+            Storage::Growing {
+                queue,
+                len,
+                capacity,
+            } => {
+                let before = len.fetch_add(1, Ordering::AcqRel);
+                queue.push(item);
+                before >= *capacity && self.pop().is_some()
+            }
+        };
         if dropped {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -52,21 +94,34 @@ impl<T> Diode<T> {
     /// Wakes the reader if anything waits in the diode (after
     /// [`Diode::push_quiet`]s).
     pub fn wake_if_ready(&self) {
-        if !self.queue.is_empty() {
+        if !self.is_empty() {
             self.ready.notify_one();
         }
     }
 
     pub fn pop(&self) -> Option<T> {
-        self.queue.pop()
+        match &self.storage {
+            Storage::Fixed(q) => q.pop(),
+            Storage::Growing { queue, len, .. } => {
+                let item = queue.pop()?;
+                len.fetch_sub(1, Ordering::AcqRel);
+                Some(item)
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.queue.len()
+        match &self.storage {
+            Storage::Fixed(q) => q.len(),
+            Storage::Growing { queue, .. } => queue.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        match &self.storage {
+            Storage::Fixed(q) => q.is_empty(),
+            Storage::Growing { queue, .. } => queue.is_empty(),
+        }
     }
 
     /// Items dropped so far because the diode was full.
@@ -117,11 +172,7 @@ impl<T> PerCore<T> {
     /// Pushes into the diode of core `core` (taken modulo the core count).
     /// Returns `true` when the oldest item there was dropped.
     pub fn push_to(&self, core: usize, item: T) -> bool {
-        let diode = &self.diodes[core % self.diodes.len()];
-        let dropped = diode.queue.force_push(item).is_some();
-        if dropped {
-            diode.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        let dropped = self.diodes[core % self.diodes.len()].push_quiet(item);
         // Only the sweeping reader waits: one wake-up, on the whole.
         self.ready.notify_one();
         dropped
@@ -145,7 +196,7 @@ impl<T> PerCore<T> {
                 if taken >= max {
                     break;
                 }
-                if let Some(item) = self.diodes[(start + i) % n].queue.pop() {
+                if let Some(item) = self.diodes[(start + i) % n].pop() {
                     out.push(item);
                     taken += 1;
                     progress = true;
@@ -156,11 +207,11 @@ impl<T> PerCore<T> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.diodes.iter().all(|d| d.queue.is_empty())
+        self.diodes.iter().all(Diode::is_empty)
     }
 
     pub fn len(&self) -> usize {
-        self.diodes.iter().map(|d| d.queue.len()).sum()
+        self.diodes.iter().map(Diode::len).sum()
     }
 
     /// Items dropped so far over all cores.
@@ -215,15 +266,16 @@ mod tests {
 
     #[test]
     fn full_diode_drops_oldest_and_counts() {
-        let d = Diode::new(3);
-        for i in 0..5 {
-            d.push(i);
+        for d in [Diode::new(3), Diode::growing(3)] {
+            for i in 0..5 {
+                d.push(i);
+            }
+            assert_eq!(d.dropped(), 2);
+            assert_eq!(
+                (d.pop(), d.pop(), d.pop(), d.pop()),
+                (Some(2), Some(3), Some(4), None)
+            );
         }
-        assert_eq!(d.dropped(), 2);
-        assert_eq!(
-            (d.pop(), d.pop(), d.pop(), d.pop()),
-            (Some(2), Some(3), Some(4), None)
-        );
     }
 
     #[test]
@@ -247,6 +299,39 @@ mod tests {
             d.push_to(0, i);
         }
         assert_eq!(d.dropped(), 12, "core 0 held 2, got 20 more, keeps 10");
+    }
+
+    #[test]
+    fn an_idle_diode_allocates_nothing_and_memory_follows_content() {
+        // Capacity is a bound, not an allocation: a huge one is fine.
+        let d: Diode<[u8; 256]> = Diode::growing(usize::MAX);
+        assert!(d.is_empty());
+        for _ in 0..1000 {
+            d.push([0; 256]);
+        }
+        assert_eq!((d.len(), d.dropped()), (1000, 0));
+        while d.pop().is_some() {}
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn concurrent_producers_never_exceed_capacity_for_long() {
+        let d = Arc::new(Diode::growing(100));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let d = d.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000 {
+                        d.push(i);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(d.len(), 100);
+        assert_eq!(d.dropped(), 40_000 - 100);
     }
 
     #[tokio::test]

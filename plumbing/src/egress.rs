@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::batch::{self, BatchPolicy};
 use crate::diode::Diode;
-use crate::metrics::SelfMetrics;
+use crate::metrics::{Direction, SelfMetrics, reason};
 
 /// A stream of batches for tonic.
 pub type BatchStream = ReceiverStream<Result<EnvelopeBatch, Status>>;
@@ -23,7 +23,8 @@ pub type BatchStream = ReceiverStream<Result<EnvelopeBatch, Status>>;
 pub type EnvelopeStream = Pin<Box<dyn Stream<Item = Result<Envelope, Status>> + Send>>;
 
 /// Spawns the task that batches `diode` into the returned stream until the
-/// consumer goes away; `guard` (the subscription) lives as long as the task.
+/// consumer goes away; `guard` (the subscription) lives as long as the task
+/// and counts what is left in the diode when it is dropped.
 /// Batches are cut by `policy` and kept under [`batch::MAX_BATCH_BYTES`].
 pub fn serve_diode<T, G>(
     diode: Arc<Diode<T>>,
@@ -45,13 +46,19 @@ where
                 _ = tx.closed() => return,
             };
             let envelopes: Vec<Envelope> = items.into_iter().map(into_envelope).collect();
+            let mut left = envelopes.len() as u64;
             for chunk in
                 batch::chunk_by_bytes(envelopes, batch::MAX_BATCH_BYTES, |e| e.encoded_len() + 4)
             {
                 let n = chunk.len() as u64;
                 if tx.send(Ok(EnvelopeBatch { batch: chunk })).await.is_err() {
+                    // The consumer went away: what this batch still held is
+                    // lost with the stream (what stays in the diode is
+                    // counted by the guard, the subscription).
+                    metrics.dropped_because(Direction::Egress, reason::STREAM_CLOSED, left);
                     return;
                 }
+                left -= n;
                 metrics.egress.inc_by(n);
             }
         }

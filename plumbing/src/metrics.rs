@@ -40,6 +40,21 @@ impl Direction {
     }
 }
 
+/// Reasons of `dropped{direction, reason}` (see docs/operating.md).
+pub mod reason {
+    /// Router: an envelope no subscription selected (no consumer yet, or
+    /// none for its source or kind).
+    pub const NO_SUBSCRIBER: &str = "no_subscriber";
+    /// Router, RLP: a subscriber's buffer was full; its oldest was dropped.
+    pub const CONSUMER_SLOW: &str = "consumer_slow";
+    /// Router, RLP: still buffered for a subscriber when its stream ended.
+    pub const STREAM_CLOSED: &str = "stream_closed";
+    /// RLP gateway: a batch with no protobuf-JSON form.
+    pub const UNENCODABLE: &str = "unencodable";
+    /// RLP: its own metric envelopes, when no router took them.
+    pub const ROUTER_UNAVAILABLE: &str = "router_unavailable";
+}
+
 /// The `--metrics-interval` and `--instance-id` flags of the router and RLP.
 #[derive(clap::Args, Clone, Debug)]
 pub struct SelfMetricsArgs {
@@ -69,6 +84,8 @@ pub struct SelfMetrics {
     /// mean batch size.
     pub egress_batches: Counter,
     dropped: Family<Labels, Counter>,
+    /// `dropped` summed over every label set, by direction (ingress, egress).
+    dropped_totals: [Counter; 2],
     /// Open subscriptions (router, RLP).
     pub subscriptions: Gauge,
     last: [AtomicU64; 4],
@@ -109,6 +126,7 @@ impl SelfMetrics {
             egress,
             egress_batches,
             dropped,
+            dropped_totals: Default::default(),
             subscriptions,
             last: Default::default(),
         }
@@ -135,6 +153,22 @@ impl SelfMetrics {
     pub fn dropped(&self, direction: Direction, n: u64) {
         if n > 0 {
             self.dropped_counter(direction).inc_by(n);
+            self.dropped_totals[direction as usize].inc_by(n);
+        }
+    }
+
+    /// Counts `n` envelopes dropped in `direction` for `reason`
+    /// (`dropped{direction="egress",reason="consumer_slow"}`). The reasons
+    /// are listed in docs/operating.md.
+    pub fn dropped_because(&self, direction: Direction, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.dropped
+                .get_or_create(&vec![
+                    ("direction".to_owned(), direction.as_str().to_owned()),
+                    ("reason".to_owned(), reason.to_owned()),
+                ])
+                .inc_by(n);
+            self.dropped_totals[direction as usize].inc_by(n);
         }
     }
 
@@ -144,8 +178,11 @@ impl SelfMetrics {
         self.dropped.clone()
     }
 
+    /// Envelopes dropped in `direction`, for every reason. (Drops counted
+    /// through [`SelfMetrics::dropped_family`] under labels of their own
+    /// are not included.)
     pub fn dropped_total(&self, direction: Direction) -> u64 {
-        self.dropped_counter(direction).get()
+        self.dropped_totals[direction as usize].get()
     }
 
     fn dropped_counter(&self, direction: Direction) -> Counter {
@@ -343,5 +380,23 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(first[3].tags["direction"], "egress");
+    }
+
+    #[test]
+    fn drops_with_a_reason_are_labelled_and_in_the_totals() {
+        let m = SelfMetrics::new("rlp");
+        m.dropped(Direction::Egress, 2);
+        m.dropped_because(Direction::Egress, "consumer_slow", 3);
+        m.dropped_because(Direction::Egress, "stream_closed", 0);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "spillway_dropped_total{direction=\"egress\",reason=\"consumer_slow\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("stream_closed"), "{text}");
+        assert_eq!(m.dropped_total(Direction::Egress), 5);
+        assert_eq!(m.dropped_total(Direction::Ingress), 0);
     }
 }

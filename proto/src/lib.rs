@@ -19,4 +19,5 @@ pub mod v2 {
 pub mod codec;
 mod envelope;
 pub use envelope::{Kind, now_nanos};
+pub mod json;
 pub mod preencoded;

@@ -22,7 +22,7 @@ use std::time::Duration;
 use spillway_plumbing::backoff::Backoff;
 use spillway_plumbing::diode::Diode;
 use spillway_plumbing::logging::RateLimited;
-use spillway_plumbing::metrics::{Direction, SelfMetrics};
+use spillway_plumbing::metrics::{Direction, SelfMetrics, reason};
 use spillway_proto::v2::{
     EgressBatchRequest, Envelope, Value, egress_client::EgressClient, value::Data,
 };
@@ -73,6 +73,12 @@ pub struct Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.task.0.abort();
+        // What the consumer did not take is lost with its stream.
+        self.fanin.metrics.dropped_because(
+            Direction::Egress,
+            reason::STREAM_CLOSED,
+            self.diode.len() as u64,
+        );
         self.fanin.open.fetch_sub(1, Ordering::Relaxed);
         self.fanin.metrics.subscriptions.dec();
     }
@@ -108,15 +114,20 @@ impl Fanin {
         self.routers.borrow().clone()
     }
 
-    /// Validates `req` and subscribes it on every router.
-    pub fn subscribe(self: &Arc<Self>, req: EgressBatchRequest) -> Result<Consumer, Refused> {
+    /// Validates `req` and subscribes it on every router. A deprecated
+    /// `legacy_selector` is folded into `selectors` first (used only when
+    /// `selectors` is empty, as Loggregator's RLP does), since Loggregator's
+    /// routers read `selectors` alone.
+    pub fn subscribe(self: &Arc<Self>, mut req: EgressBatchRequest) -> Result<Consumer, Refused> {
+        req.selectors = req.effective_selectors();
+        req.legacy_selector = None;
         req.validate().map_err(Refused::Invalid)?;
         if self.open.fetch_add(1, Ordering::Relaxed) >= self.max_streams {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return Err(Refused::TooManyStreams(self.max_streams));
         }
         self.metrics.subscriptions.inc();
-        let diode = Arc::new(Diode::new(self.buffer));
+        let diode = Arc::new(Diode::growing(self.buffer));
         let task = tokio::spawn(follow_all(
             self.routers.clone(),
             req,
@@ -187,7 +198,11 @@ async fn follow(
                                 convert_tags(&mut e, preferred);
                                 dropped += u64::from(diode.push(e));
                             }
-                            metrics.dropped(Direction::Egress, dropped);
+                            metrics.dropped_because(
+                                Direction::Egress,
+                                reason::CONSUMER_SLOW,
+                                dropped,
+                            );
                         }
                         Ok(None) => {
                             complaints.warn(|| {
@@ -214,8 +229,11 @@ async fn follow(
     }
 }
 
-/// With `use_preferred_tags`, tags travel in `tags` (deprecated tags are
-/// folded in as text); without it, in `deprecated_tags` as `Value.text`.
+/// Tags as Loggregator's RLP converges them. With `use_preferred_tags`,
+/// every tag travels in `tags`: deprecated tags are written over them as
+/// text (a value-less one is left out). Without it, every tag travels in
+/// `deprecated_tags`: tags are written over them as `Value.text`, so a tag
+/// that was both keeps the text of `tags`.
 pub fn convert_tags(e: &mut Envelope, use_preferred_tags: bool) {
     if use_preferred_tags {
         for (k, v) in e.deprecated_tags.drain() {
@@ -223,15 +241,18 @@ pub fn convert_tags(e: &mut Envelope, use_preferred_tags: bool) {
                 Some(Data::Text(t)) => t,
                 Some(Data::Integer(i)) => i.to_string(),
                 Some(Data::Decimal(d)) => d.to_string(),
-                None => String::new(),
+                None => continue,
             };
-            e.tags.entry(k).or_insert(text);
+            e.tags.insert(k, text);
         }
     } else {
         for (k, v) in e.tags.drain() {
-            e.deprecated_tags.entry(k).or_insert(Value {
-                data: Some(Data::Text(v)),
-            });
+            e.deprecated_tags.insert(
+                k,
+                Value {
+                    data: Some(Data::Text(v)),
+                },
+            );
         }
     }
 }
@@ -257,6 +278,26 @@ mod tests {
 
         convert_tags(&mut e, false);
         assert!(e.tags.is_empty());
+
+        // A tag that is both: the side being converted into wins.
+        let typed = Value {
+            data: Some(Data::Integer(42)),
+        };
+        let mut both = Envelope::default();
+        both.tags.insert("b".into(), "42".into());
+        both.deprecated_tags.insert("b".into(), typed.clone());
+        convert_tags(&mut both, false);
+        assert_eq!(
+            both.deprecated_tags["b"],
+            Value {
+                data: Some(Data::Text("42".into()))
+            }
+        );
+        let mut both = Envelope::default();
+        both.tags.insert("b".into(), "tag".into());
+        both.deprecated_tags.insert("b".into(), typed);
+        convert_tags(&mut both, true);
+        assert_eq!(both.tags["b"], "42");
         assert_eq!(
             e.deprecated_tags["a"],
             Value {

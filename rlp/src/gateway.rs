@@ -6,6 +6,11 @@
 //! `EnvelopeBatch` as protobuf-JSON. A heartbeat frame follows every
 //! `heartbeat` without data, and a closing frame ends the stream at
 //! `stream_timeout`. Errors are JSON `{"error": CODE, "message": TEXT}`.
+//!
+//! Every request must pass the gateway's [`Authenticate`] check (a client
+//! certificate or a token, see [`crate::access`]); others get 401. The
+//! gateway is served over TLS ([`crate::tls_listener`]) unless explicitly
+//! told otherwise on loopback.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,13 +18,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
 use spillway_plumbing::batch::{self, BatchPolicy};
-use spillway_plumbing::metrics::{Direction, SelfMetrics};
+use spillway_plumbing::metrics::{Direction, SelfMetrics, reason};
 use spillway_proto::v2::{
     CounterSelector, EgressBatchRequest, EnvelopeBatch, EventSelector, GaugeSelector, LogSelector,
     Selector, TimerSelector, selector::Message,
@@ -27,6 +33,7 @@ use spillway_proto::v2::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::access::{Authenticate, Peer};
 use crate::fanin::{Consumer, Fanin, Refused};
 
 /// Gateway timing.
@@ -43,11 +50,15 @@ struct Gateway {
     metrics: Arc<SelfMetrics>,
 }
 
+/// The gateway's routes; every request first passes `auth` (`None`: no
+/// check, for `--gateway-insecure-plaintext` without tokens). Serve with
+/// connect info [`Peer`].
 pub fn routes(
     fanin: Arc<Fanin>,
     policy: BatchPolicy,
     timing: Timing,
     metrics: Arc<SelfMetrics>,
+    auth: Option<Arc<dyn Authenticate>>,
 ) -> Router {
     let state = Arc::new(Gateway {
         fanin,
@@ -59,6 +70,23 @@ pub fn routes(
         .route("/v2/read", get(read))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "resource not found") })
         .with_state(state)
+        .layer(middleware::from_fn_with_state(auth, authenticate))
+}
+
+async fn authenticate(
+    State(auth): State<Option<Arc<dyn Authenticate>>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match auth {
+        Some(check) if !check.allows(request.headers(), &peer) => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a client certificate or a valid token (Authorization: Bearer TOKEN) is required",
+        ),
+        _ => next.run(request).await,
+    }
 }
 
 /// A JSON error as the Loggregator gateway sends it.
@@ -235,7 +263,7 @@ fn sse_body(consumer: Consumer, gw: Arc<Gateway>) -> Body {
                     match data_frame(EnvelopeBatch { batch: envelopes }) {
                         Some(frame) => (frame, n),
                         None => {
-                            gw.metrics.dropped(Direction::Egress, n);
+                            gw.metrics.dropped_because(Direction::Egress, reason::UNENCODABLE, n);
                             continue;
                         }
                     }
@@ -253,7 +281,8 @@ fn sse_body(consumer: Consumer, gw: Arc<Gateway>) -> Body {
                 }
             };
             if tx.send_timeout(frame, stuck).await.is_err() {
-                gw.metrics.dropped(Direction::Egress, envelopes);
+                gw.metrics
+                    .dropped_because(Direction::Egress, reason::STREAM_CLOSED, envelopes);
                 return;
             }
             gw.metrics.egress.inc_by(envelopes);

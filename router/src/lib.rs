@@ -34,7 +34,8 @@ pub struct Flags {
     #[arg(long, default_value = "0.0.0.0:8082")]
     pub addr: SocketAddr,
     /// HTTP address for `/metrics` (Prometheus text) and `/health`.
-    #[arg(long, default_value = "0.0.0.0:14825")]
+    /// Loopback unless told otherwise.
+    #[arg(long, default_value = "127.0.0.1:14825")]
     pub metrics_addr: SocketAddr,
     #[command(flatten)]
     pub tls: TlsArgs,

@@ -14,8 +14,11 @@
 //! router with the same members picks the same one.
 //!
 //! Each subscription has its own diode: a slow consumer loses its own oldest
-//! envelopes (counted as dropped, direction egress) and never slows
-//! publishing or other consumers.
+//! envelopes (counted as dropped, direction egress, reason `consumer_slow`)
+//! and never slows publishing or other consumers. An envelope no
+//! subscription selects is counted as `no_subscriber` (no consumer yet,
+//! say after a restart, before the RLPs subscribe again), and what is left
+//! in a subscription's diode when its stream ends as `stream_closed`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,7 +26,7 @@ use std::sync::{Arc, RwLock};
 
 use spillway_plumbing::diode::Diode;
 use spillway_plumbing::fnv;
-use spillway_plumbing::metrics::{Direction, SelfMetrics};
+use spillway_plumbing::metrics::{Direction, SelfMetrics, reason};
 use spillway_proto::v2::{EgressBatchRequest, Envelope, envelope::Message};
 
 use crate::selectors::Selector;
@@ -81,6 +84,11 @@ impl Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         self.pubsub.remove(self.sub.id);
+        self.pubsub.metrics.dropped_because(
+            Direction::Egress,
+            reason::STREAM_CLOSED,
+            self.sub.diode.len() as u64,
+        );
     }
 }
 
@@ -109,7 +117,7 @@ impl PubSub {
             shard_id: req.shard_id.clone(),
             deterministic_name: req.deterministic_name.clone(),
             selectors,
-            diode: Arc::new(Diode::new(self.buffer)),
+            diode: Arc::new(Diode::growing(self.buffer)),
         });
         self.update(|subs| subs.push(sub.clone()));
         self.metrics.subscriptions.inc();
@@ -149,14 +157,21 @@ impl PubSub {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if snap.subs.is_empty() {
+            self.metrics.dropped_because(
+                Direction::Egress,
+                reason::NO_SUBSCRIBER,
+                batch.len() as u64,
+            );
             return;
         }
         let mut hits = Vec::new();
         let mut grouped = Vec::new();
+        let mut unselected = 0;
         for envelope in batch {
             hits.clear();
             snap.matching(&envelope, &mut hits);
             if hits.is_empty() {
+                unselected += 1;
                 continue;
             }
             let envelope = Arc::new(envelope);
@@ -183,11 +198,14 @@ impl PubSub {
                 self.deliver(&snap.subs[run[pick].1], &envelope);
             }
         }
+        self.metrics
+            .dropped_because(Direction::Egress, reason::NO_SUBSCRIBER, unselected);
     }
 
     fn deliver(&self, sub: &Subscription, envelope: &Arc<Envelope>) {
         if sub.diode.push(envelope.clone()) {
-            self.metrics.dropped(Direction::Egress, 1);
+            self.metrics
+                .dropped_because(Direction::Egress, reason::CONSUMER_SLOW, 1);
         }
     }
 }
@@ -443,5 +461,31 @@ mod tests {
         assert_eq!(got.first().unwrap().timestamp, 15);
         assert_eq!(got.len(), 10);
         assert_eq!(metrics.dropped_total(Direction::Egress), 15);
+    }
+
+    #[test]
+    fn unselected_and_left_behind_envelopes_are_counted() {
+        let metrics = Arc::new(SelfMetrics::new("router"));
+        let ps = PubSub::new(100, metrics.clone());
+        ps.publish((0..3).map(|i| log("x", i)).collect());
+        assert_eq!(
+            metrics.dropped_total(Direction::Egress),
+            3,
+            "no subscription"
+        );
+        let h = ps
+            .subscribe(&request("", "", vec![WireSelector::of(Kind::Log, "a")]))
+            .unwrap();
+        ps.publish(vec![log("a", 1), log("b", 2), log("a", 3)]);
+        assert_eq!(metrics.dropped_total(Direction::Egress), 4, "b unselected");
+        drop(h);
+        assert_eq!(
+            metrics.dropped_total(Direction::Egress),
+            6,
+            "two left behind"
+        );
+        let text = metrics.render();
+        assert!(text.contains("reason=\"no_subscriber\"} 4"), "{text}");
+        assert!(text.contains("reason=\"stream_closed\"} 2"), "{text}");
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use spillway_proto::json::Double;
 use spillway_proto::v2::{Envelope, Log, envelope::Message, log::Type};
 
 /// The container a line came from, as routes see it.
@@ -145,7 +146,7 @@ impl Event {
                 let metrics: BTreeMap<_, _> = g
                     .metrics
                     .iter()
-                    .map(|(k, m)| (k, json!({"value": m.value, "unit": m.unit})))
+                    .map(|(k, m)| (k, json!({"value": Double(m.value), "unit": m.unit})))
                     .collect();
                 fields.insert("gauge".into(), json!(metrics));
             }
@@ -198,6 +199,37 @@ mod tests {
             "2025-11-21T10:04:05.123456+00:00"
         );
         assert_eq!(rfc3339_micros(0), "1970-01-01T00:00:00.000000+00:00");
+    }
+
+    #[test]
+    fn json_gauges_write_special_values_as_protobuf_json_does() {
+        let mut gauge = spillway_proto::v2::Gauge::default();
+        for (name, value) in [
+            ("nan", f64::NAN),
+            ("inf", f64::INFINITY),
+            ("ninf", f64::NEG_INFINITY),
+            ("x", 2.5),
+        ] {
+            gauge.metrics.insert(
+                name.into(),
+                spillway_proto::v2::GaugeValue {
+                    unit: "u".into(),
+                    value,
+                },
+            );
+        }
+        let event = Event {
+            envelope: Envelope {
+                message: Some(Message::Gauge(gauge)),
+                ..Default::default()
+            },
+            container: None,
+        };
+        let v = event.to_json();
+        assert_eq!(v["gauge"]["nan"]["value"], "NaN");
+        assert_eq!(v["gauge"]["inf"]["value"], "Infinity");
+        assert_eq!(v["gauge"]["ninf"]["value"], "-Infinity");
+        assert_eq!(v["gauge"]["x"]["value"], 2.5);
     }
 
     #[test]

@@ -214,15 +214,20 @@ fn up(args: &Args) -> anyhow::Result<()> {
         "\nSpillway is running on this host:\n  \
          v2 ingress (apps)   {COLLECTOR}   collector HTTP http://127.0.0.1:8080/metrics\n  \
          router              {ROUTER}   metrics http://127.0.0.1:14825/metrics\n  \
-         RLP egress          {RLP}   gateway http://127.0.0.1:8088/v2/read?log\n  \
+         RLP egress          {RLP}   gateway https://localhost:8088/v2/read?log (client certificate: see below)\n  \
          container lines     curl -N http://127.0.0.1:8080/logs   routes API http://127.0.0.1:8080/routes\n  \
          certificates        {}\n\
+         The gateway with curl:\n  \
+         curl -N --cacert {ca} --cert {cert} --key {key} 'https://localhost:8088/v2/read?log'\n\
          Below: everything the RLP carries (`spillway tail`): the container spillway-demo,\n\
          every container you `docker run`, and what apps send. Send some logs from another shell:\n  \
          {} emit --collector {COLLECTOR} --source-id demo --rate 10 --count 50 {}\n",
         certs_dir.display(),
         cli.display(),
         tls("cli").join(" "),
+        ca = certs_dir.join("ca.pem").display(),
+        cert = certs_dir.join("cli.pem").display(),
+        key = certs_dir.join("cli-key.pem").display(),
     );
     // A first greeting through the whole pipeline.
     std::thread::sleep(Duration::from_millis(500));

@@ -337,11 +337,13 @@ fn drop_counters(component: &str, page: &str) -> Vec<(String, u64)> {
             if !name.ends_with("dropped_total") || value == 0 {
                 return None;
             }
+            // Every label's value: `egress`, or `egress/consumer_slow`.
             let label = labels
                 .trim_end_matches('}')
-                .split_once('=')?
-                .1
-                .trim_matches('"');
+                .split(',')
+                .filter_map(|kv| Some(kv.split_once('=')?.1.trim_matches('"')))
+                .collect::<Vec<_>>()
+                .join("/");
             let stage = if name.contains("capture") {
                 "capture"
             } else {
@@ -361,12 +363,14 @@ mod tests {
         let page = "# HELP spillway_dropped Envelopes dropped\n\
                     spillway_dropped_total{direction=\"ingress\"} 0\n\
                     spillway_dropped_total{direction=\"egress\"} 12\n\
+                    spillway_dropped_total{direction=\"egress\",reason=\"no_subscriber\"} 2\n\
                     spillway_capture_dropped_total{reason=\"ring_full\"} 3\n\
                     spillway_ingress_total 100\n";
         assert_eq!(
             drop_counters("collector", page),
             vec![
                 ("collector/egress".to_owned(), 12),
+                ("collector/egress/no_subscriber".to_owned(), 2),
                 ("capture/ring_full".to_owned(), 3)
             ]
         );
