@@ -93,6 +93,24 @@ impl Output {
         }
     }
 
+    /// How many more envelopes `shard`'s diode takes before it drops its
+    /// oldest: a source with a backlog of its own feeds it at that pace.
+    pub fn room(&self, shard: usize) -> usize {
+        self.diode(shard).room()
+    }
+
+    /// Whether `shard`'s diode is empty (its lane took everything).
+    pub fn is_drained(&self, shard: usize) -> bool {
+        self.diode(shard).is_empty()
+    }
+
+    /// Counts `n` lines a source dropped before they reached a diode (its
+    /// own backlog overflowed), like the diode's own drops.
+    pub fn dropped_before_diode(&self, n: u64) {
+        self.metrics.ingress.inc_by(n);
+        self.metrics.dropped(Direction::Ingress, n);
+    }
+
     /// Ends a round of [`Output::line_in_round`]: wakes `shard`'s lane if
     /// lines wait for it.
     pub fn end_round(&self, shard: usize) {

@@ -526,3 +526,34 @@ async fn short_lived_containers_every_line_with_its_tags(source: &str) {
         );
     }
 }
+
+/// A container that writes a burst at once, before the collector can have
+/// registered it: with eBPF its lines are captured unclaimed and replayed
+/// when Docker says whose they are. The replay of 60,000 lines must not
+/// overflow the 10,000-envelope shard diode, nor stop when the container
+/// exits before it is done: every line, once, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_before_registration_arrives_whole() {
+    let source = "ebpf";
+    let Some(_serial) = prepare(source).await else {
+        return;
+    };
+    const LINES: u64 = 60_000;
+    let p = Pipeline::start(source, &[]);
+    let c = TestContainer::create("burst", &[], &format!("seq 1 {LINES}"));
+    let mut consumer = p.consumer(&c.name).await;
+    c.start();
+    let got = collect_until(&mut consumer, Duration::from_secs(60), |g| {
+        g.len() as u64 >= LINES
+    })
+    .await;
+    let late = collect_until(&mut consumer, Duration::from_millis(500), |_| false).await;
+    let numbers: Vec<u64> = got
+        .iter()
+        .chain(&late)
+        .map(|e| text(e).parse().unwrap())
+        .collect();
+    let expected: Vec<u64> = (1..=LINES).collect();
+    assert_eq!(numbers.len(), expected.len(), "every line once");
+    assert!(numbers == expected, "in order");
+}

@@ -117,6 +117,15 @@ impl<T> Diode<T> {
         }
     }
 
+    /// How many more items fit before a push drops the oldest.
+    pub fn room(&self) -> usize {
+        let capacity = match &self.storage {
+            Storage::Fixed(q) => q.capacity(),
+            Storage::Growing { capacity, .. } => *capacity,
+        };
+        capacity.saturating_sub(self.len())
+    }
+
     pub fn is_empty(&self) -> bool {
         match &self.storage {
             Storage::Fixed(q) => q.is_empty(),

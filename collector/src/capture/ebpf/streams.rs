@@ -23,8 +23,8 @@
 //! - when none of this happened in time, drops them and counts them as
 //!   `unplaced`: never silently.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,9 @@ use crate::output::Output;
 const UNCLAIMED_TTL: Duration = Duration::from_secs(4);
 /// Most unclaimed bytes one loop keeps (oldest inodes are dropped first).
 const UNCLAIMED_MAX_BYTES: usize = 8 << 20;
+/// Most bytes of placed writes a loop keeps waiting for room in its shard
+/// diode (see [`Backlog`]); beyond it the oldest are dropped and counted.
+const BACKLOG_MAX_BYTES: usize = 8 << 20;
 const _: () = assert!(UNCLAIMED_TTL.as_nanos() < EXITED_GRACE.as_nanos());
 
 /// One stream's state on its loop.
@@ -55,6 +58,21 @@ struct Write {
     data: Vec<u8>,
     truncated: bool,
     fd: u32,
+}
+
+/// Lines a write ends (what it will put in the diode, give or take a
+/// partial line).
+fn newlines(data: &[u8]) -> usize {
+    data.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// Writes placed (their stream known) but not yet handed to the shard
+/// diode: the replay of an inode's unclaimed writes, and the writes to
+/// the same inode that came after them (kept behind, in order).
+#[derive(Default)]
+struct Backlog {
+    writes: VecDeque<(u32, Write)>,
+    bytes: usize,
 }
 
 /// Writes to one inode seen before it could be placed.
@@ -81,6 +99,9 @@ pub struct LoopHandler {
     streams: HashMap<u32, StreamState>,
     unclaimed: HashMap<InodeKey, Unclaimed>,
     unclaimed_bytes: usize,
+    /// Placed writes waiting for room in the shard diode, by inode.
+    backlogs: HashMap<InodeKey, Backlog>,
+    backlog_bytes: usize,
     /// Cgroup id → the container id in its name (`None`: not a container's
     /// cgroup). Cgroup ids are inode numbers: never reused while the
     /// cgroup exists, and rarely after.
@@ -105,6 +126,8 @@ impl LoopHandler {
             streams: HashMap::new(),
             unclaimed: HashMap::new(),
             unclaimed_bytes: 0,
+            backlogs: HashMap::new(),
+            backlog_bytes: 0,
             cgroups: HashMap::new(),
         }
     }
@@ -139,6 +162,82 @@ impl LoopHandler {
         if let Some(u) = self.unclaimed.remove(key) {
             self.unclaimed_bytes -= u.bytes;
             for w in u.writes {
+                self.queue(key, cookie, w);
+            }
+            self.pump(now);
+        }
+    }
+
+    /// Puts a placed write in `key`'s backlog, behind the ones there.
+    fn queue(&mut self, key: &InodeKey, cookie: u32, w: Write) {
+        let backlog = self.backlogs.entry(*key).or_default();
+        backlog.bytes += w.data.len();
+        self.backlog_bytes += w.data.len();
+        backlog.writes.push_back((cookie, w));
+        while self.backlog_bytes > BACKLOG_MAX_BYTES {
+            self.drop_oldest_backlog();
+        }
+    }
+
+    /// Drops the oldest write of the largest backlog, counted with the
+    /// shard diode's own drops (the same loss: no room towards the routers).
+    fn drop_oldest_backlog(&mut self) {
+        let Some(key) = self
+            .backlogs
+            .iter()
+            .max_by_key(|(_, b)| b.bytes)
+            .map(|(k, _)| *k)
+        else {
+            self.backlog_bytes = 0;
+            return;
+        };
+        let backlog = self.backlogs.get_mut(&key).unwrap();
+        match backlog.writes.pop_front() {
+            Some((_, w)) => {
+                backlog.bytes -= w.data.len();
+                self.backlog_bytes -= w.data.len();
+                self.output
+                    .dropped_before_diode(newlines(&w.data).max(1) as u64);
+            }
+            None => {
+                self.backlogs.remove(&key);
+            }
+        }
+    }
+
+    /// Whether writes of stream `cookie` wait in a backlog.
+    fn is_backlogged(&self, cookie: u32) -> bool {
+        self.backlogs
+            .values()
+            .any(|b| b.writes.iter().any(|(c, _)| *c == cookie))
+    }
+
+    /// Feeds backlogged writes into their streams while the shard diode has
+    /// room: a replay of thousands of unclaimed lines goes out at the pace
+    /// the lane ships them, instead of overflowing the diode in one round.
+    fn pump(&mut self, now: Instant) {
+        while !self.backlogs.is_empty() {
+            let keys: Vec<InodeKey> = self.backlogs.keys().copied().collect();
+            for key in keys {
+                let Some(backlog) = self.backlogs.get_mut(&key) else {
+                    continue;
+                };
+                let Some((_, front)) = backlog.writes.front() else {
+                    self.backlogs.remove(&key);
+                    continue;
+                };
+                // A write of more lines than the diode holds goes when the
+                // diode is empty; it then drops its own oldest, counted.
+                let lines = newlines(&front.data);
+                if lines > self.output.room(self.shard) && !self.output.is_drained(self.shard) {
+                    return;
+                }
+                let (cookie, w) = backlog.writes.pop_front().unwrap();
+                backlog.bytes -= w.data.len();
+                self.backlog_bytes -= w.data.len();
+                if backlog.writes.is_empty() {
+                    self.backlogs.remove(&key);
+                }
                 self.write(cookie, &w.data, w.timestamp, w.truncated, now);
             }
         }
@@ -150,8 +249,9 @@ impl LoopHandler {
             self.unclaimed_bytes -= u.bytes;
             for w in u.writes {
                 let cookie = if w.fd == STDERR_FD { stderr } else { stdout };
-                self.write(cookie, &w.data, w.timestamp, w.truncated, now);
+                self.queue(key, cookie, w);
             }
+            self.pump(now);
         }
     }
 
@@ -272,6 +372,9 @@ impl LoopHandler {
         for cookie in cookies {
             match self.registry.info(cookie) {
                 Some(info) => self.streams.get_mut(&cookie).unwrap().info = info,
+                // Gone, but lines of it still wait in a backlog: they go out
+                // under its last metadata; the stream ends at a later refresh.
+                None if self.is_backlogged(cookie) => {}
                 None => {
                     let mut state = self.streams.remove(&cookie).unwrap();
                     let (output, shard, info) = (&self.output, self.shard, &state.info);
@@ -301,7 +404,18 @@ impl Handler for LoopHandler {
                 if !self.unclaimed.is_empty() {
                     self.claim(&r.key, cookie, now);
                 }
-                self.write(cookie, r.data, r.timestamp, truncated, now);
+                if self.backlogs.contains_key(&r.key) {
+                    // Behind the replay of this inode's earlier writes.
+                    let w = Write {
+                        timestamp: r.timestamp,
+                        data: r.data.to_vec(),
+                        truncated,
+                        fd: r.fd,
+                    };
+                    self.queue(&r.key, cookie, w);
+                } else {
+                    self.write(cookie, r.data, r.timestamp, truncated, now);
+                }
             }
             None => self.unclaimed_record(r, truncated, now),
         }
@@ -311,6 +425,7 @@ impl Handler for LoopHandler {
     /// the registry, gives up on old unclaimed writes, then wakes this
     /// loop's lane once for the whole round (see [`Output::line_in_round`]).
     fn tick(&mut self, now: Instant) {
+        self.pump(now);
         self.settle_round(now);
         self.output.end_round(self.shard);
     }
