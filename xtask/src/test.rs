@@ -57,8 +57,9 @@ pub fn run_tests(args: &Args) -> anyhow::Result<()> {
     // The image test runs the FROM scratch images of the three services.
     crate::images::build_images(&crate::images::Args::default())?;
     // All targets: the criterion micro-benchmarks run once each, as tests.
+    // No fail-fast: a failing test binary does not hide the others' results.
     let mut test = cargo();
-    test.args(["test", "--workspace", "--all-targets"]);
+    test.args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
     if let Some(f) = &args.filter {
         test.arg(f);
     }
