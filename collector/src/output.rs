@@ -87,10 +87,7 @@ impl Output {
         line: Line,
     ) {
         let encoded = self.publish(template, stream, line);
-        self.metrics.ingress.inc();
-        if self.diode(shard).push_quiet(encoded) {
-            self.metrics.dropped(Direction::Ingress, 1);
-        }
+        self.park(shard, encoded, false);
     }
 
     /// How many more envelopes `shard`'s diode takes before it drops its
@@ -135,8 +132,20 @@ impl Output {
     /// Parks an encoded envelope in `shard`'s diode; a full diode drops its
     /// oldest envelope and counts it.
     pub fn send(&self, shard: usize, e: Bytes) {
+        self.park(shard, e, true);
+    }
+
+    /// Counts `e` in, parks it in `shard`'s diode (counting the oldest if
+    /// it must go), and wakes the lane if `wake`.
+    fn park(&self, shard: usize, e: Bytes, wake: bool) {
         self.metrics.ingress.inc();
-        if self.diode(shard).push(e) {
+        let diode = self.diode(shard);
+        let dropped = if wake {
+            diode.push(e)
+        } else {
+            diode.push_quiet(e)
+        };
+        if dropped {
             self.metrics.dropped(Direction::Ingress, 1);
         }
     }

@@ -60,6 +60,7 @@ where
                 }
                 left -= n;
                 metrics.egress.inc_by(n);
+                metrics.egress_batches.inc();
             }
         }
     });

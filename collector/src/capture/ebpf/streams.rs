@@ -404,7 +404,7 @@ impl Handler for LoopHandler {
                 if !self.unclaimed.is_empty() {
                     self.claim(&r.key, cookie, now);
                 }
-                if self.backlogs.contains_key(&r.key) {
+                if !self.backlogs.is_empty() && self.backlogs.contains_key(&r.key) {
                     // Behind the replay of this inode's earlier writes.
                     let w = Write {
                         timestamp: r.timestamp,
