@@ -543,13 +543,7 @@ pub async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> 
 
 /// GETs `path` on `127.0.0.1:port` over HTTP/1.0 and returns the body.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
+    http_status(port, path).map(|(_, body)| body)
 }
 
 /// GETs `path` on `127.0.0.1:port` over HTTP/1.0; returns the status code
@@ -563,6 +557,46 @@ pub fn http_status(port: u16, path: &str) -> Option<(u16, String)> {
     let (head, body) = text.split_once("\r\n\r\n")?;
     let code = head.split(' ').nth(1)?.parse().ok()?;
     Some((code, body.to_string()))
+}
+
+/// `curl -X method http://127.0.0.1:port/path` with an optional JSON body
+/// and bearer token (a real HTTP client for the collector's HTTP API);
+/// returns the status code (0 if none came within 10 s) and the body.
+pub fn curl_api(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args([
+        "-s",
+        "-m",
+        "10",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+    ])
+    .arg(format!("http://127.0.0.1:{port}{path}"));
+    if let Some(b) = body {
+        cmd.args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &b.to_string(),
+        ]);
+    }
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = cmd.output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').expect("a status line");
+    (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
 /// A sample from a Prometheus `/metrics` page, e.g.

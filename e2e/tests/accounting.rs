@@ -201,23 +201,17 @@ async fn a_stopped_consumer_keeps_its_stream_and_every_loss_is_counted() {
     let certs = Certs::new();
     let router = Router::start(&certs, QUIET);
     let rlp = Rlp::start(&certs, &[&router], QUIET);
-    let mut tail = Proc::spawn_piped(
-        "spillway",
-        &[
-            "tail".into(),
-            "--rlp".into(),
-            format!("localhost:{}", rlp.port),
-            "--source-id".into(),
-            "acct".into(),
-            "--log".into(),
-            "--tls-ca".into(),
-            certs.path("ca.pem"),
-            "--tls-cert".into(),
-            certs.path("client.pem"),
-            "--tls-key".into(),
-            certs.path("client-key.pem"),
-        ],
-    );
+    let mut args: Vec<String> = [
+        "tail".to_string(),
+        "--rlp".into(),
+        format!("localhost:{}", rlp.port),
+        "--source-id".into(),
+        "acct".into(),
+        "--log".into(),
+    ]
+    .into();
+    args.extend(certs.flags("client"));
+    let mut tail = Proc::spawn_piped("spillway", &args);
     let received = Arc::new(Mutex::new(Received::default()));
     {
         let received = received.clone();

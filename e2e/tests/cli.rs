@@ -6,17 +6,6 @@ use std::time::Duration;
 
 use spillway_e2e::*;
 
-fn tls_flags(certs: &Certs) -> Vec<String> {
-    vec![
-        "--tls-ca".into(),
-        certs.path("ca.pem"),
-        "--tls-cert".into(),
-        certs.path("client.pem"),
-        "--tls-key".into(),
-        certs.path("client-key.pem"),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn emit_then_tail_prints_every_line_in_order() {
     let certs = Certs::new();
@@ -36,7 +25,7 @@ async fn emit_then_tail_prints_every_line_in_order() {
             "--count",
             "200",
         ])
-        .args(tls_flags(&certs))
+        .args(certs.flags("client"))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -50,7 +39,7 @@ async fn emit_then_tail_prints_every_line_in_order() {
             "--count",
             "200",
         ])
-        .args(tls_flags(&certs))
+        .args(certs.flags("client"))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -68,7 +57,7 @@ async fn emit_then_tail_prints_every_line_in_order() {
             "cli-test",
         ])
         .args(["--rate", "1000", "--count", "200", "--size", "64"])
-        .args(tls_flags(&certs))
+        .args(certs.flags("client"))
         .status()
         .unwrap();
     assert!(status.success());

@@ -8,33 +8,6 @@ use serde_json::{Value, json};
 use spillway_e2e::*;
 
 /// `curl` → (status, body).
-fn curl(
-    port: u16,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-    token: Option<&str>,
-) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
-        .arg(format!("http://127.0.0.1:{port}{path}"));
-    if let Some(b) = body {
-        cmd.args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &b.to_string(),
-        ]);
-    }
-    if let Some(t) = token {
-        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-    }
-    let out = cmd.output().expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').expect("a status line");
-    (code.trim().parse().unwrap(), body.to_owned())
-}
-
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
@@ -55,7 +28,7 @@ fn create_list_get_delete_and_persist() {
     let mut collector = start();
     let port = collector.http_port;
 
-    let (code, body) = curl(port, "GET", "/routes", None, None);
+    let (code, body) = curl_api(port, "GET", "/routes", None, None);
     assert_eq!(code, 200);
     let list = json(&body);
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -63,7 +36,7 @@ fn create_list_get_delete_and_persist() {
     assert_eq!(list[0]["uri"], flag_route);
 
     // By URI, with a generated id.
-    let (code, body) = curl(
+    let (code, body) = curl_api(
         port,
         "POST",
         "/routes",
@@ -81,7 +54,7 @@ fn create_list_get_delete_and_persist() {
     assert_eq!(created["persisted"], true);
 
     // By fields, with an id of our own.
-    let (code, body) = curl(
+    let (code, body) = curl_api(
         port,
         "POST",
         "/routes",
@@ -93,7 +66,7 @@ fn create_list_get_delete_and_persist() {
         None,
     );
     assert_eq!(code, 201, "{body}");
-    let (code, _) = curl(
+    let (code, _) = curl_api(
         port,
         "POST",
         "/routes",
@@ -102,12 +75,12 @@ fn create_list_get_delete_and_persist() {
     );
     assert_eq!(code, 409);
 
-    let (code, body) = curl(port, "GET", "/routes/papertrail", None, None);
+    let (code, body) = curl_api(port, "GET", "/routes/papertrail", None, None);
     assert_eq!(code, 200);
     assert_eq!(json(&body)["filters"]["labels"][0], "team:pay*");
-    assert_eq!(curl(port, "GET", "/routes/nope", None, None).0, 404);
+    assert_eq!(curl_api(port, "GET", "/routes/nope", None, None).0, 404);
     assert_eq!(
-        json(&curl(port, "GET", "/routes", None, None).1)
+        json(&curl_api(port, "GET", "/routes", None, None).1)
             .as_array()
             .unwrap()
             .len(),
@@ -141,7 +114,7 @@ fn create_list_get_delete_and_persist() {
         (json!({"adapter": "syslog"}), "needs"),
         (json!({"uri": "raw://h:1", "colour": "blue"}), "colour"),
     ] {
-        let (code, text) = curl(port, "POST", "/routes", Some(&body), None);
+        let (code, text) = curl_api(port, "POST", "/routes", Some(&body), None);
         assert_eq!(code, 400, "{body}: {text}");
         let error = json(&text)["error"].as_str().unwrap().to_owned();
         assert!(error.contains(needle), "{body}: {error}");
@@ -170,16 +143,16 @@ fn create_list_get_delete_and_persist() {
     // Delete one; the other API route persists across a restart, the
     // --route one comes back from the flag, the deleted one stays gone.
     assert_eq!(
-        curl(port, "DELETE", &format!("/routes/{id}"), None, None).0,
+        curl_api(port, "DELETE", &format!("/routes/{id}"), None, None).0,
         204
     );
     assert_eq!(
-        curl(port, "DELETE", &format!("/routes/{id}"), None, None).0,
+        curl_api(port, "DELETE", &format!("/routes/{id}"), None, None).0,
         404
     );
     collector.proc.kill();
     let collector = start();
-    let (code, body) = curl(collector.http_port, "GET", "/routes", None, None);
+    let (code, body) = curl_api(collector.http_port, "GET", "/routes", None, None);
     assert_eq!(code, 200);
     let ids: Vec<String> = json(&body)
         .as_array()
@@ -236,17 +209,23 @@ fn beyond_loopback_every_endpoint_but_health_wants_the_token() {
     );
     wait_port(port);
     for path in ["/routes", "/metrics", "/logs"] {
-        assert_eq!(curl(port, "GET", path, None, None).0, 401, "{path}");
+        assert_eq!(curl_api(port, "GET", path, None, None).0, 401, "{path}");
         assert_eq!(
-            curl(port, "GET", path, None, Some("wrong")).0,
+            curl_api(port, "GET", path, None, Some("wrong")).0,
             401,
             "{path}"
         );
     }
-    assert_eq!(curl(port, "GET", "/health", None, None).0, 200);
-    assert_eq!(curl(port, "GET", "/routes", None, Some("s3cret")).0, 200);
-    assert_eq!(curl(port, "GET", "/metrics", None, Some("s3cret")).0, 200);
-    let (code, body) = curl(
+    assert_eq!(curl_api(port, "GET", "/health", None, None).0, 200);
+    assert_eq!(
+        curl_api(port, "GET", "/routes", None, Some("s3cret")).0,
+        200
+    );
+    assert_eq!(
+        curl_api(port, "GET", "/metrics", None, Some("s3cret")).0,
+        200
+    );
+    let (code, body) = curl_api(
         port,
         "POST",
         "/routes",

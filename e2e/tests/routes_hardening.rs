@@ -9,35 +9,11 @@ use std::process::Command;
 use serde_json::{Value, json};
 use spillway_e2e::*;
 
-/// `curl` → (status, body).
 fn curl(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-s",
-        "-m",
-        "10",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        method,
-    ])
-    .arg(format!("http://127.0.0.1:{port}{path}"));
-    if let Some(b) = body {
-        cmd.args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &b.to_string(),
-        ]);
-    }
-    let out = cmd.output().expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').expect("a status line");
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    curl_api(port, method, path, body, None)
 }
 
+/// `curl` → (status, body).
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
