@@ -155,8 +155,9 @@ impl Lane {
         let max_bytes = self.max_message_bytes.min(batch::MAX_BATCH_BYTES);
         let mut current = None;
         let mut next = sticky.unwrap_or(0);
+        let mut batcher = batch::Batcher::new(self.policy);
         loop {
-            let items = batch::next_batch(&source, self.policy).await;
+            let items = batcher.next(&source).await;
             if self.links.links.is_empty() {
                 // No router configured: what was taken is lost, and counted.
                 self.metrics.dropped(Direction::Egress, items.len() as u64);

@@ -422,9 +422,10 @@ impl Collector {
         collector
     }
 
-    /// Waits until `/health` answers 200.
+    /// Waits until `/health` answers 200 (loading the eBPF program takes a
+    /// minute on a host busy compiling).
     pub fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let health = http_status(self.http_port, "/health");
             if matches!(&health, Some((200, _))) {
@@ -432,7 +433,7 @@ impl Collector {
             }
             assert!(
                 Instant::now() < deadline,
-                "the collector is not ready after 30 s: /health answers {health:?}"
+                "the collector is not ready after 120 s: /health answers {health:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -40,9 +40,10 @@ where
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
         let _guard = guard;
+        let mut batcher = batch::Batcher::new(policy);
         loop {
             let items = tokio::select! {
-                b = batch::next_batch(&*diode, policy) => b,
+                b = batcher.next(&*diode) => b,
                 _ = tx.closed() => return,
             };
             let envelopes: Vec<Envelope> = items.into_iter().map(into_envelope).collect();

@@ -253,12 +253,13 @@ fn sse_body(consumer: Consumer, gw: Arc<Gateway>) -> Body {
         {
             return;
         }
+        let mut batcher = batch::Batcher::new(gw.policy);
         loop {
             let (frame, envelopes) = tokio::select! {
                 // Wait for data first, then cut the batch outside the select
                 // so that a heartbeat can never interrupt (and lose) a batch.
                 _ = until_not_empty(&consumer) => {
-                    let envelopes = batch::next_batch(&*consumer.diode, gw.policy).await;
+                    let envelopes = batcher.next(&*consumer.diode).await;
                     let n = envelopes.len() as u64;
                     match data_frame(EnvelopeBatch { batch: envelopes }) {
                         Some(frame) => (frame, n),

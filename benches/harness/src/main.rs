@@ -156,6 +156,10 @@ struct RunArgs {
     /// Overhead: repetitions (without, eBPF, Docker API, each time).
     #[arg(long, default_value_t = 5)]
     overhead_reps: u32,
+    /// `--batch-pace` given to the collector, router and RLP (their
+    /// default unless set), e.g. `0ms` to compare with unpaced batching.
+    #[arg(long)]
+    batch_pace: Option<String>,
 }
 
 impl RunArgs {
@@ -373,7 +377,7 @@ fn summary(r: &RunResult) -> String {
         );
     }
     format!(
-        "{:<6} {:>3} × {:>4} B  offered {:>7.0}/s  emitted {:>7.0}/s  delivered {:>9}/s  loss {:>7}  dup {}  p50/p99/max {}/{}/{}  collector cpu {:.2}s  total cpu {:.2}s",
+        "{:<6} {:>3} × {:>4} B  offered {:>7.0}/s  emitted {:>7.0}/s  delivered {:>9}/s  loss {:>7}  dup {}  p50/p99/max {}/{}/{}  collector cpu {:.2}s  total cpu {:.2}s{}",
         r.source,
         r.containers,
         r.line_bytes,
@@ -387,6 +391,25 @@ fn summary(r: &RunResult) -> String {
         opt(r.max_ms, " ms"),
         r.cpu_s.get("collector").copied().unwrap_or(0.0),
         r.cpu_total(),
+        batch_sizes(r),
+    )
+}
+
+/// `  batch collector/router/rlp 12/8/8`: mean envelopes per batch per hop.
+fn batch_sizes(r: &RunResult) -> String {
+    if r.batch_envelopes.is_empty() {
+        return String::new();
+    }
+    let hop = |c: &str| {
+        r.batch_envelopes
+            .get(c)
+            .map_or("-".into(), |m| format!("{m:.0}"))
+    };
+    format!(
+        "  batch collector/router/rlp {}/{}/{}",
+        hop("collector"),
+        hop("router"),
+        hop("rlp")
     )
 }
 
@@ -424,6 +447,11 @@ async fn run_bench(mut args: RunArgs) -> anyhow::Result<()> {
             idle,
             lag_idle: Duration::from_secs(if args.quick { 3 } else { args.lag_idle }),
             lag_limit: Duration::from_secs(if args.quick { 60 } else { args.lag_limit }),
+            flags: args
+                .batch_pace
+                .iter()
+                .flat_map(|pace| ["--batch-pace".to_owned(), pace.clone()])
+                .collect(),
         },
         out: args.out.clone(),
         check: args.check,

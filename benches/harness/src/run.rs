@@ -2,7 +2,6 @@
 //! them for the `none` source), N emitter containers writing a workload,
 //! and what came out.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -50,6 +49,8 @@ pub struct Setup {
     pub lag_idle: Duration,
     /// The bound of that wait, from the emitters' end.
     pub lag_limit: Duration,
+    /// Flags given to the collector, the router and the RLP alike.
+    pub flags: Vec<String>,
 }
 
 /// One point of the plan.
@@ -167,12 +168,13 @@ pub async fn run(setup: &Setup, case: &Case, run_no: u32) -> anyhow::Result<Outc
     let mut pipeline = None;
     if case.source != Source::None {
         let certs = &setup.certs;
-        let router = Router::start(certs, &[]);
-        let rlp = Rlp::start(certs, &[&router], &[]);
+        let flags: Vec<&str> = setup.flags.iter().map(String::as_str).collect();
+        let router = Router::start(certs, &flags);
+        let rlp = Rlp::start(certs, &[&router], &flags);
         let consumer = Consumer::start(&rlp, certs, prefix.clone(), n, lines).await;
-        let mut collector = Collector::start(certs, &[&router], &["--source", case.source.name()]);
-        // The collector loads its eBPF program and lists the containers.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let collector_flags = [&["--source", case.source.name()], &flags[..]].concat();
+        // Started once its /health says capture and shipping are ready.
+        let mut collector = Collector::start(certs, &[&router], &collector_flags);
         if !collector.proc.alive() {
             anyhow::bail!(
                 "the {} collector exited at start:\n{}",
@@ -271,11 +273,17 @@ pub async fn run(setup: &Setup, case: &Case, run_no: u32) -> anyhow::Result<Outc
                 log_tail(&collector.proc.log(), 20)
             );
         }
-        result.dropped = dropped(&[
+        let pages = metrics_pages(&[
             ("collector", collector.http_port),
             ("router", router.metrics_port),
             ("rlp", rlp.metrics_port),
         ]);
+        for (component, page) in &pages {
+            result.dropped.extend(drop_counters(component, page));
+            if let Some(mean) = batch_envelopes(page) {
+                result.batch_envelopes.insert(component.to_string(), mean);
+            }
+        }
         let tally = consumer.finish().await?;
         let h = &tally.latency_us;
         result.delivered = tally.distinct;
@@ -313,20 +321,37 @@ fn secs(nanos: i64) -> f64 {
     (nanos.max(1) as f64) / 1e9
 }
 
-/// Non-zero drop counters of each component's `/metrics` page, keyed
-/// `component/label` (`collector/egress`, `capture/ring_full`, …).
-fn dropped(pages: &[(&str, u16)]) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for (component, port) in pages {
-        let Some(page) = http_get(*port, "/metrics") else {
-            eprintln!("warning: no /metrics from the {component}");
-            continue;
-        };
-        out.extend(drop_counters(component, &page));
-    }
-    out
+/// The `/metrics` page of each component that answers.
+fn metrics_pages<'a>(ports: &[(&'a str, u16)]) -> Vec<(&'a str, String)> {
+    ports
+        .iter()
+        .filter_map(|(component, port)| match http_get(*port, "/metrics") {
+            Some(page) => Some((*component, page)),
+            None => {
+                eprintln!("warning: no /metrics from the {component}");
+                None
+            }
+        })
+        .collect()
 }
 
+/// The value of the unlabelled sample `name` on a metrics page.
+fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|l| {
+        let (sample, value) = l.rsplit_once(' ')?;
+        (sample == name).then(|| value.parse().ok())?
+    })
+}
+
+/// Mean envelopes per batch a component sent on, if it sent any.
+fn batch_envelopes(page: &str) -> Option<f64> {
+    let batches = sample(page, "spillway_egress_batches_total")?;
+    let envelopes = sample(page, "spillway_egress_total")?;
+    (batches > 0.0).then(|| envelopes / batches)
+}
+
+/// Non-zero drop counters of a component's `/metrics` page, keyed
+/// `component/label` (`collector/egress`, `capture/ring_full`, …).
 fn drop_counters(component: &str, page: &str) -> Vec<(String, u64)> {
     page.lines()
         .filter(|l| !l.starts_with('#'))
@@ -357,6 +382,18 @@ fn drop_counters(component: &str, page: &str) -> Vec<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_size_from_the_egress_counters() {
+        let page = "# TYPE spillway_egress_total counter\n\
+                    spillway_egress_total 300\n\
+                    spillway_egress_batches_total 4\n\
+                    spillway_dropped_total{direction=\"egress\"} 0\n";
+        assert_eq!(batch_envelopes(page), Some(75.0));
+        assert_eq!(batch_envelopes("spillway_egress_total 3\n"), None);
+        let idle = "spillway_egress_total 0\nspillway_egress_batches_total 0\n";
+        assert_eq!(batch_envelopes(idle), None);
+    }
 
     #[test]
     fn drop_counters_by_stage() {

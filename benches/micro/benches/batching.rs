@@ -53,6 +53,7 @@ fn policy() -> BatchPolicy {
     BatchArgs {
         batch_size: 256,
         batch_interval: Duration::from_millis(5),
+        batch_pace: batch::DEFAULT_PACE,
     }
     .policy()
 }

@@ -80,6 +80,12 @@ pub struct RunResult {
     /// `idle` (nothing new for a while) or `limit` (the time bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_end: Option<String>,
+    /// Mean envelopes per gRPC batch each component sent on (`collector`,
+    /// `router`, `rlp`): `spillway_egress_total / spillway_egress_batches_total`.
+    /// Small batches cost a wake-up and a message per few envelopes at
+    /// every hop.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub batch_envelopes: BTreeMap<String, f64>,
 }
 
 impl RunResult {
