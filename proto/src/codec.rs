@@ -150,6 +150,24 @@ impl Precheck for v2::IngressResponse {}
 impl Precheck for v2::BatchSenderResponse {}
 impl Precheck for v2::SendResponse {}
 
+impl Precheck for crate::plumbing::PushResponse {}
+
+impl Precheck for crate::plumbing::EnvelopeData {
+    /// The tags of the dropsonde envelope inside (field 17 of its
+    /// payload), bounded as a v2 message's are.
+    fn precheck(bytes: &[u8]) -> Result<(), Status> {
+        let max = max_map_entries();
+        let tags: usize = fields(bytes)
+            .filter_map(|(f, payload)| (f == 1).then_some(payload?))
+            .map(|payload| count_field(payload, 17, max + 1))
+            .sum();
+        if tags > max {
+            return Err(too_many_tags(max));
+        }
+        Ok(())
+    }
+}
+
 impl Precheck for v2::EnvelopeBatch {
     fn precheck(bytes: &[u8]) -> Result<(), Status> {
         let max = max_batch_envelopes();
