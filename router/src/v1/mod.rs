@@ -52,11 +52,15 @@ impl<S: Sink> V1Ingest<S> {
     /// Decodes, checks and converts one pushed envelope, and hands it on.
     fn take(&self, data: EnvelopeData) -> Result<(), Status> {
         let envelope = events::Envelope::decode(data.payload).map_err(|e| {
-            codec::refused(Refusal::Malformed, &format!("v1 envelope: {e}"));
+            codec::refused_holding(Refusal::Malformed, Some(1), &format!("v1 envelope: {e}"));
             Status::invalid_argument(format!("malformed dropsonde envelope: {e}"))
         })?;
         if let Some(field) = conversion::missing_required(&envelope) {
-            codec::refused(Refusal::Malformed, &format!("v1 envelope without {field}"));
+            codec::refused_holding(
+                Refusal::Malformed,
+                Some(1),
+                &format!("v1 envelope without {field}"),
+            );
             return Err(Status::invalid_argument(format!(
                 "dropsonde envelope without its required {field}"
             )));
