@@ -1,4 +1,5 @@
-//! Compiles the Loggregator v2 `.proto` files with protox (a pure-Rust
+//! Compiles the Loggregator v2 `.proto` files, and the v1 (dropsonde)
+//! events with the router's v1 ingest service, with protox (a pure-Rust
 //! protobuf compiler, so no system `protoc` is needed), then generates prost
 //! messages, tonic services and pbjson serde impls (protobuf-JSON) from the
 //! resulting descriptor set.
@@ -9,12 +10,12 @@ const PROTOS: &[&str] = &[
     "proto/loggregator/v2/envelope.proto",
     "proto/loggregator/v2/ingress.proto",
     "proto/loggregator/v2/egress.proto",
+    "proto/events/envelope.proto",
+    "proto/plumbing/doppler.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    for p in PROTOS {
-        println!("cargo:rerun-if-changed={p}");
-    }
+    println!("cargo:rerun-if-changed=proto");
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptors = protox::compile(PROTOS, ["proto"])?;
     let descriptor_path = out.join("loggregator_v2_descriptor.bin");
@@ -27,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
         .bytes(".loggregator.v2.Log.payload")
+        .bytes(".events.LogMessage.message")
+        .bytes(".plumbing.EnvelopeData.payload")
         // InvalidArgument for malformed bytes, batch sizes checked first.
         .codec_path("crate::codec::Codec")
         .compile_fds(descriptors)?;

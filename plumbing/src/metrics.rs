@@ -269,8 +269,9 @@ impl SelfMetrics {
     }
 }
 
-/// `refused_messages{reason}`: gRPC messages refused whole, from the
-/// process-wide counts of [`spillway_proto::codec::refusals`].
+/// `refused_messages{reason}`: gRPC messages refused whole, and
+/// `refused_envelopes{reason}`: the envelopes they held where known, from
+/// the process-wide counts of [`spillway_proto::codec::refusals`].
 #[derive(Debug)]
 struct RefusedMessages;
 
@@ -290,6 +291,17 @@ impl prometheus_client::collector::Collector for RefusedMessages {
         for why in Refusal::ALL {
             let labels = [("reason", why.as_str())];
             ConstCounter::new(codec::refusals().get(why)).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "refused_envelopes",
+            "Envelopes in gRPC messages refused whole, by the message's reason, where their number is known (not for too_large; not for a malformed batch)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for why in Refusal::ALL {
+            let labels = [("reason", why.as_str())];
+            ConstCounter::new(codec::refusals().envelopes(why))
+                .encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -13,7 +13,9 @@
 //!   tags cost as much).
 //!
 //! Both refusals are counted in [`refusals`], which the binaries serve as
-//! `spillway_refused_messages_total{reason}`.
+//! `spillway_refused_messages_total{reason}`; the envelopes a refused
+//! message held, where their number is known, as
+//! `spillway_refused_envelopes_total{reason}`.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -79,10 +81,12 @@ impl Refusal {
     }
 }
 
-/// Messages refused in this process, by reason.
+/// Messages refused in this process, and the envelopes they held, by
+/// reason.
 #[derive(Debug, Default)]
 pub struct Refusals {
     counts: [AtomicU64; 4],
+    envelopes: [AtomicU64; 4],
 }
 
 impl Refusals {
@@ -91,16 +95,38 @@ impl Refusals {
         self.counts[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `n` envelopes lost with a refused message.
+    pub fn count_envelopes(&self, why: Refusal, n: u64) {
+        self.envelopes[why as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Messages refused so far for `why`.
     pub fn get(&self, why: Refusal) -> u64 {
         self.counts[why as usize].load(Ordering::Relaxed)
     }
+
+    /// Envelopes of known number refused so far for `why` (a message
+    /// refused before its envelopes could be counted, such as one over the
+    /// size limit, adds none).
+    pub fn envelopes(&self, why: Refusal) -> u64 {
+        self.envelopes[why as usize].load(Ordering::Relaxed)
+    }
 }
 
-/// Counts a refused message and logs it (at most one line a second).
+/// Counts a refused message whose envelopes are not known and logs it (at
+/// most one line a second).
 pub fn refused(why: Refusal, detail: &str) {
+    refused_holding(why, None, detail)
+}
+
+/// Counts a refused message holding `envelopes` (when known) and logs it
+/// (at most one line a second).
+pub fn refused_holding(why: Refusal, envelopes: Option<u64>, detail: &str) {
     static LAST_LOG_SECOND: AtomicU64 = AtomicU64::new(0);
     REFUSALS.count(why);
+    if let Some(n) = envelopes {
+        REFUSALS.count_envelopes(why, n);
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -113,12 +139,8 @@ pub fn refused(why: Refusal, detail: &str) {
 }
 
 static REFUSALS: Refusals = Refusals {
-    counts: [
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-    ],
+    counts: [const { AtomicU64::new(0) }; 4],
+    envelopes: [const { AtomicU64::new(0) }; 4],
 };
 
 /// The messages this process refused, by reason.
@@ -132,16 +154,22 @@ pub trait Precheck {
     fn precheck(_bytes: &[u8]) -> Result<(), Status> {
         Ok(())
     }
+
+    /// How many envelopes every message of this type holds, if that is
+    /// fixed (counted when one is refused as malformed).
+    const ENVELOPES: Option<u64> = None;
 }
 
 impl Precheck for v2::Envelope {
     fn precheck(bytes: &[u8]) -> Result<(), Status> {
         let max = max_map_entries();
         if map_entries(bytes) > max {
-            return Err(too_many_tags(max));
+            return Err(too_many_tags(max, 1));
         }
         Ok(())
     }
+
+    const ENVELOPES: Option<u64> = Some(1);
 }
 
 impl Precheck for v2::EgressRequest {}
@@ -150,14 +178,36 @@ impl Precheck for v2::IngressResponse {}
 impl Precheck for v2::BatchSenderResponse {}
 impl Precheck for v2::SendResponse {}
 
+impl Precheck for crate::plumbing::PushResponse {}
+
+impl Precheck for crate::plumbing::EnvelopeData {
+    /// The tags of the dropsonde envelope inside (field 17 of its
+    /// payload), bounded as a v2 message's are.
+    fn precheck(bytes: &[u8]) -> Result<(), Status> {
+        let max = max_map_entries();
+        let tags: usize = fields(bytes)
+            .filter_map(|(f, payload)| (f == 1).then_some(payload?))
+            .map(|payload| count_field(payload, 17, max + 1))
+            .sum();
+        if tags > max {
+            return Err(too_many_tags(max, 1));
+        }
+        Ok(())
+    }
+
+    const ENVELOPES: Option<u64> = Some(1);
+}
+
 impl Precheck for v2::EnvelopeBatch {
     fn precheck(bytes: &[u8]) -> Result<(), Status> {
         let max = max_batch_envelopes();
         let n = count_field(bytes, 1, max + 1);
         if n > max {
-            refused(
+            let n = count_field(bytes, 1, usize::MAX);
+            refused_holding(
                 Refusal::TooManyEnvelopes,
-                &format!("more than {max} envelopes"),
+                Some(n as u64),
+                &format!("{n} envelopes, more than {max}"),
             );
             return Err(Status::resource_exhausted(format!(
                 "a batch of more than {max} envelopes is refused (--max-batch-envelopes)"
@@ -168,7 +218,7 @@ impl Precheck for v2::EnvelopeBatch {
         for (_, envelope) in fields(bytes).filter(|(f, _)| *f == 1) {
             entries += envelope.map_or(0, map_entries);
             if entries > max {
-                return Err(too_many_tags(max));
+                return Err(too_many_tags(max, count_field(bytes, 1, usize::MAX) as u64));
             }
         }
         Ok(())
@@ -234,8 +284,12 @@ pub fn max_map_entries() -> usize {
     max_batch_envelopes().saturating_mul(32)
 }
 
-fn too_many_tags(max: usize) -> Status {
-    refused(Refusal::TooManyTags, &format!("more than {max} tags"));
+fn too_many_tags(max: usize, envelopes: u64) -> Status {
+    refused_holding(
+        Refusal::TooManyTags,
+        Some(envelopes),
+        &format!("more than {max} tags"),
+    );
     Status::resource_exhausted(format!(
         "a message of more than {max} tags and gauge values in all is refused (32 per --max-batch-envelopes)"
     ))
@@ -303,7 +357,9 @@ impl<U: Message + Default + Precheck> tonic::codec::Decoder for Decoder<U> {
             U::precheck(buf.chunk())?;
         }
         U::decode(buf).map(Some).map_err(|e| {
-            refused(Refusal::Malformed, &e.to_string());
+            // An `Envelope` is one, however broken; how many a malformed
+            // batch held is not known.
+            refused_holding(Refusal::Malformed, U::ENVELOPES, &e.to_string());
             Status::invalid_argument(format!("malformed protobuf message: {e}"))
         })
     }

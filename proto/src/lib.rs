@@ -1,4 +1,5 @@
-//! Loggregator v2 wire types for Spillway.
+//! Loggregator wire types for Spillway: v2, and the v1 (dropsonde) events
+//! that Loggregator agents still forward to routers.
 //!
 //! The `.proto` files under `proto/` are written from the wire facts in
 //! `shared/spec/loggregator-v2.md`; `build.rs` compiles them without a system
@@ -14,6 +15,21 @@ pub mod v2 {
     #![allow(clippy::all, missing_docs)]
     include!(concat!(env!("OUT_DIR"), "/loggregator.v2.rs"));
     include!(concat!(env!("OUT_DIR"), "/loggregator.v2.serde.rs"));
+}
+
+/// Loggregator v1 (dropsonde) events, package `events` (proto2; see
+/// `proto/events/README.md`).
+pub mod events {
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/events.rs"));
+}
+
+/// The router's v1 ingest service, package `plumbing`
+/// (`/plumbing.DopplerIngestor/Pusher`): each message carries one
+/// marshalled [`events::Envelope`].
+pub mod plumbing {
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/plumbing.rs"));
 }
 
 pub mod codec;

@@ -1,13 +1,16 @@
 //! `spillway-router`: receives envelopes from collectors (v2 Ingress) and
-//! routes them to subscribers (v2 Egress), both on one gRPC port.
+//! from Loggregator agents (v1, [`v1`]) and routes them to subscribers (v2
+//! Egress), all on one gRPC port.
 //!
-//! Data flow: [`ingress`](spillway_plumbing::ingress) decodes batches →
+//! Data flow: [`ingress`](spillway_plumbing::ingress) decodes batches (and
+//! [`v1`] converts v1 envelopes) →
 //! [`pubsub::PubSub::publish`] matches [`selectors`] and shard groups → each
 //! subscription's diode → [`egress`] batches out to its consumer.
 
 pub mod egress;
 pub mod pubsub;
 pub mod selectors;
+pub mod v1;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +25,7 @@ use spillway_plumbing::tls::TlsArgs;
 
 use crate::egress::RouterEgress;
 use crate::pubsub::PubSub;
+use crate::v1::V1Ingest;
 
 /// Receives envelopes from collectors and routes them to subscribers.
 #[derive(Parser, Debug, Clone)]
@@ -30,7 +34,8 @@ pub struct Flags {
     /// TOML file with any of these flags as keys (`addr = "0.0.0.0:8082"`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// gRPC address for v2 Ingress (from collectors) and v2 Egress (to RLPs).
+    /// gRPC address for v2 Ingress (from collectors), v1 ingest (from
+    /// Loggregator agents) and v2 Egress (to RLPs).
     #[arg(long, default_value = "0.0.0.0:8082")]
     pub addr: SocketAddr,
     /// HTTP address for `/metrics` (Prometheus text) and `/health`.
@@ -83,6 +88,11 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     let http_listener = grpc::bind("--metrics-addr", flags.metrics_addr).await?;
     let server = grpc::builder()
         .add_service(IngressService::server(
+            ingress.clone(),
+            metrics.clone(),
+            flags.max_message_bytes,
+        ))
+        .add_service(V1Ingest::server(
             ingress,
             metrics.clone(),
             flags.max_message_bytes,
