@@ -183,9 +183,11 @@ impl Source {
     /// Lists the directory and follows the files it shows; false when it
     /// cannot be listed.
     fn scan(&mut self) -> bool {
-        for t in self.files.values_mut() {
-            t.current = false;
-        }
+        let was_current: Vec<FileId> = self
+            .files
+            .values_mut()
+            .filter_map(|t| std::mem::take(&mut t.current).then_some(t.id))
+            .collect();
         let found = match list(&self.opts.dir) {
             Ok(found) => found,
             Err(e) => {
@@ -200,6 +202,13 @@ impl Source {
             if let Err(e) = self.follow(&path, &pod, rotated) {
                 self.warn
                     .warn(|| format!("cannot read {}: {e}", path.display()));
+            }
+        }
+        // The grace of a file renamed or deleted just now starts now.
+        let now = Instant::now();
+        for id in was_current {
+            if let Some(t) = self.files.get_mut(&id).filter(|t| !t.current) {
+                t.last_news = now;
             }
         }
         listed
@@ -273,7 +282,7 @@ impl Source {
         // of the file that replaced them.
         let mut order: Vec<FileId> = self.files.keys().copied().collect();
         order.sort_by_key(|id| self.files[id].current);
-        for id in order {
+        for &id in &order {
             let t = self.files.get_mut(&id).expect("listed");
             match t.read(budget, &mut skipped) {
                 Ok(n) => budget -= n,
@@ -307,10 +316,16 @@ impl Source {
                 Err(e) => self.warn.warn(|| e),
             }
         }
-        for t in self.files.values_mut().chain(&mut finished) {
-            for (stream, line) in t.pending.drain(..) {
-                self.out.line(t.shard, &t.template, stream, line);
+        // In the order read: a renamed file's last lines before those of
+        // the file that replaced it.
+        let read = order.iter().filter_map(|id| self.files.get(id));
+        for t in finished.iter().chain(read) {
+            for (stream, line) in &t.pending {
+                self.out.line(t.shard, &t.template, *stream, line.clone());
             }
+        }
+        for t in self.files.values_mut() {
+            t.pending.clear();
         }
         self.count(skipped);
         self.metrics.followed.set(self.files.len() as i64);

@@ -60,7 +60,8 @@ pub struct Tailer {
     replay: Option<Replay>,
     /// Read everything the file had at the last read.
     pub at_eof: bool,
-    /// When data was last read, or the path stopped naming the file.
+    /// When data was last read, or the path stopped naming the file
+    /// (set by the source).
     pub last_news: Instant,
     /// Lines read but not yet handed on.
     pub pending: Vec<(Stream, Line)>,
