@@ -136,9 +136,29 @@ pub struct EnvelopeTemplate {
 
 impl EnvelopeTemplate {
     pub fn new(c: &Container, host: &str) -> Self {
-        let source_id = c.source_id().to_owned();
-        let instance_id = c.instance_id().to_owned();
-        let tags = c.tags(host);
+        Self::from_parts(
+            c.source_id().to_owned(),
+            c.instance_id().to_owned(),
+            c.tags(host),
+            ContainerInfo {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                image: c.image.clone(),
+                hostname: c.hostname.clone(),
+                labels: c.labels.clone(),
+            },
+        )
+    }
+
+    /// A template for a source that knows its containers otherwise than
+    /// as a [`Container`] (a log file's path): the ids, the tags, and the
+    /// container as routes see it.
+    pub fn from_parts(
+        source_id: String,
+        instance_id: String,
+        tags: std::collections::HashMap<String, String>,
+        info: ContainerInfo,
+    ) -> Self {
         let mut wire_source_id = Vec::new();
         if !source_id.is_empty() {
             pe::put_len_delimited(
@@ -174,13 +194,7 @@ impl EnvelopeTemplate {
             source_id,
             instance_id,
             tags,
-            info: Arc::new(ContainerInfo {
-                id: c.id.clone(),
-                name: c.name.clone(),
-                image: c.image.clone(),
-                hostname: c.hostname.clone(),
-                labels: c.labels.clone(),
-            }),
+            info: Arc::new(info),
         }
     }
 

@@ -85,9 +85,21 @@ pub struct Flags {
     #[command(flatten)]
     pub conn: spillway_plumbing::conn::ConnArgs,
     /// Where container output comes from: `auto` (eBPF where the kernel and
-    /// privileges allow, else the Docker API), `ebpf`, `docker`, or `none`.
+    /// privileges allow, else the CRI log files when --pod-logs-dir exists,
+    /// else the Docker API), `ebpf`, `docker`, `files`, or `none`.
     #[arg(long, value_enum, default_value_t = SourceKind::Auto)]
     pub source: SourceKind,
+    /// Where the kubelet keeps the pods' CRI log files
+    /// (`<namespace>_<pod>_<uid>/<container>/<restart>.log`), for
+    /// `--source files`; that it exists makes `auto` take the files when
+    /// eBPF cannot run.
+    #[arg(long, value_name = "DIR", default_value = capture::files::DEFAULT_POD_LOGS_DIR)]
+    pub pod_logs_dir: PathBuf,
+    /// How often `--source files` lists the pod logs directory and reads
+    /// what the files gained (10ms to 10s).
+    #[arg(long, value_name = "DURATION", default_value = "250ms",
+          value_parser = capture::files::parse_poll_interval)]
+    pub files_poll_interval: Duration,
     /// The Docker API (`unix:///path` or `tcp://host:port`).
     #[arg(long, value_name = "URI", default_value_t = docker::default_host())]
     pub docker_host: String,
@@ -136,15 +148,28 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         .clone()
         .unwrap_or_else(spillway_plumbing::hostname);
     let mut metrics = SelfMetrics::new("collector");
-    let capture_metrics = capture::ebpf::Metrics {
-        dropped: metrics.counter_family(
-            "capture_dropped",
-            "Container writes eBPF capture could not deliver whole, by reason",
-        ),
-        container_dropped: metrics.counter_family(
-            "capture_container_dropped",
-            "Container writes the eBPF program could not deliver whole, by container and reason",
-        ),
+    let capture_dropped = metrics.counter_family(
+        "capture_dropped",
+        "Container output capture could not deliver whole (eBPF writes, log file records), by reason",
+    );
+    let files_followed = prometheus_client::metrics::gauge::Gauge::default();
+    metrics.registry_mut().register(
+        "files_followed",
+        "CRI log files the files source holds open",
+        files_followed.clone(),
+    );
+    let capture_metrics = capture::Metrics {
+        ebpf: capture::ebpf::Metrics {
+            dropped: capture_dropped.clone(),
+            container_dropped: metrics.counter_family(
+                "capture_container_dropped",
+                "Container writes the eBPF program could not deliver whole, by container and reason",
+            ),
+        },
+        files: capture::files::Metrics {
+            dropped: capture_dropped,
+            followed: files_followed,
+        },
     };
     let route_metrics = RouteMetrics::register(&mut metrics);
     let metrics = Arc::new(metrics);
@@ -231,6 +256,11 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         flags.source,
         &flags.docker_host,
         flags.ring_bytes,
+        capture::files::Options {
+            dir: flags.pod_logs_dir.clone(),
+            poll_interval: flags.files_poll_interval,
+            state_dir: flags.state_dir.clone(),
+        },
         output,
         capture_metrics,
         health.clone(),

@@ -56,6 +56,11 @@ impl Output {
         EnvelopeTemplate::new(c, &self.host)
     }
 
+    /// The `host` tag of this collector's envelopes.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// How many shards (diodes) there are.
     pub fn shards(&self) -> usize {
         self.diodes.len()

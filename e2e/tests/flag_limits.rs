@@ -128,6 +128,11 @@ const CASES: &[(&str, &str, &[&str])] = &[
         "--max-batch-envelopes",
         &["0", "100000000"],
     ),
+    (
+        "spillway-collector",
+        "--files-poll-interval",
+        &["0", "5ms", "11s"],
+    ),
 ];
 
 #[test]

@@ -1,7 +1,7 @@
 //! Container sources: what containers write to stdout and stderr, as
 //! envelopes in the [`Output`].
 //!
-//! Both sources follow the same Docker metadata ([`crate::docker::watch`]):
+//! The first two follow the same Docker metadata ([`crate::docker::watch`]):
 //!
 //! - [`ebpf`]: a program at every syscall's exit copies what `write`/`writev`
 //!   wrote, in the kernel, at the moment of the write; one io_uring loop per ring buffer (one
@@ -9,13 +9,19 @@
 //! - [`docker_api`]: each container's log stream through the
 //!   Docker API, as logspout reads it. Needs no privileges beyond the Docker
 //!   socket, but every line goes through dockerd's log driver first.
+//! - [`files`]: the CRI log files the kubelet keeps in `/var/log/pods`, on
+//!   Kubernetes nodes (containerd, CRI-O); tags from the files' paths, no
+//!   Docker.
 //!
 //! `--source auto` takes eBPF when this host and process allow it, else the
-//! Docker API, and logs why.
+//! log files when the pod logs directory exists (a Kubernetes node), else
+//! the Docker API, and logs why ([`choose`]).
 
 pub mod docker_api;
 pub mod ebpf;
+pub mod files;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use clap::ValueEnum;
@@ -31,27 +37,78 @@ pub const HEALTH_PART: &str = "capture";
 /// Where container output comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {
-    /// eBPF where the kernel and privileges allow, else the Docker API.
+    /// eBPF where the kernel and privileges allow, else the CRI log files
+    /// when the pod logs directory exists, else the Docker API.
     Auto,
     /// eBPF capture in the kernel (root and BTF needed).
     Ebpf,
     /// Each container's log stream through the Docker API.
     Docker,
+    /// The CRI log files in the pod logs directory (Kubernetes nodes).
+    Files,
     /// No container capture: only what apps send to the v2 Ingress API.
     None,
 }
 
+/// The source chosen, with the eBPF capture when it is eBPF.
+#[derive(Debug)]
+pub enum Chosen<C> {
+    Ebpf(C),
+    Files,
+    Docker,
+}
+
+/// Decides the source for `kind`: `load_ebpf` is tried only for `ebpf`
+/// and `auto`; `cri_node` says whether the pod logs directory exists.
+/// `auto` takes eBPF if it loads, else the files on a CRI node, else the
+/// Docker API, and logs why. An error when `ebpf` was asked for and
+/// cannot load.
+pub fn choose<C>(
+    kind: SourceKind,
+    load_ebpf: impl FnOnce() -> Result<C, String>,
+    cri_node: bool,
+    pod_logs_dir: &Path,
+) -> Result<Chosen<C>, String> {
+    Ok(match kind {
+        SourceKind::Ebpf => {
+            Chosen::Ebpf(load_ebpf().map_err(|why| format!("--source ebpf: {why}"))?)
+        }
+        SourceKind::Docker | SourceKind::None => Chosen::Docker,
+        SourceKind::Files => Chosen::Files,
+        SourceKind::Auto => match load_ebpf() {
+            Ok(capture) => Chosen::Ebpf(capture),
+            Err(why) if cri_node => {
+                tracing::warn!(
+                    "eBPF capture is not possible here ({why}); reading the CRI log files in {} instead",
+                    pod_logs_dir.display()
+                );
+                Chosen::Files
+            }
+            Err(why) => {
+                tracing::warn!(
+                    "eBPF capture is not possible here ({why}), and {} does not exist (not a Kubernetes node); following container logs through the Docker API instead",
+                    pod_logs_dir.display()
+                );
+                Chosen::Docker
+            }
+        },
+    })
+}
+
 /// Starts container capture as `kind` says, with eBPF rings of
-/// `ring_bytes` each. Returns the source chosen; an error when the chosen
-/// source cannot run (bad Docker URI, eBPF asked for but unavailable).
-/// The `capture` part of `health` is ready once the source runs and
-/// Docker's running containers are listed.
+/// `ring_bytes` each, or the files source with `files`. Returns the
+/// source chosen; an error when the chosen source cannot run (bad Docker
+/// URI, eBPF asked for but unavailable, a state directory that cannot be
+/// made). The `capture` part of `health` is ready once the source runs
+/// and Docker's running containers are listed (the pod logs directory,
+/// for the files source).
 pub fn start(
     kind: SourceKind,
     docker_host: &str,
     ring_bytes: u32,
+    files: files::Options,
     output: Output,
-    metrics: ebpf::Metrics,
+    metrics: Metrics,
     health: Arc<Health>,
 ) -> Result<SourceKind, String> {
     if kind == SourceKind::None {
@@ -59,35 +116,31 @@ pub fn start(
         health.ready(HEALTH_PART);
         return Ok(kind);
     }
-    let docker = docker::connect(docker_host)?;
-    let (tx, rx) = mpsc::unbounded_channel();
     let opts = ebpf::kernel::Options {
         loops: output.shards(),
         ring_bytes,
     };
-    let capture = match kind {
-        SourceKind::Ebpf => Some(load_ebpf(opts).map_err(|why| format!("--source ebpf: {why}"))?),
-        SourceKind::Auto => match load_ebpf(opts) {
-            Ok(capture) => Some(capture),
-            Err(why) => {
-                tracing::warn!(
-                    "eBPF capture is not possible here ({why}); following container logs through the Docker API instead"
-                );
-                None
-            }
-        },
-        _ => None,
-    };
-    let chosen = match capture {
-        Some(capture) => {
+    let cri_node = files.dir.is_dir();
+    let chosen = choose(kind, || load_ebpf(opts), cri_node, &files.dir)?;
+    if let Chosen::Files = chosen {
+        let dir = files.dir.display().to_string();
+        let interval = files.poll_interval;
+        files::spawn(files, output, metrics.files, health)?;
+        tracing::info!("container capture: CRI log files in {dir}, read every {interval:?}");
+        return Ok(SourceKind::Files);
+    }
+    let docker = docker::connect(docker_host)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let chosen = match chosen {
+        Chosen::Ebpf(capture) => {
             let loops = capture.loops();
-            ebpf::start(capture, rx, output, metrics)?;
+            ebpf::start(capture, rx, output, metrics.ebpf)?;
             tracing::info!(
                 "container capture: eBPF, {loops} io_uring loop(s); metadata from {docker_host}"
             );
             SourceKind::Ebpf
         }
-        None => {
+        Chosen::Files | Chosen::Docker => {
             docker_api::spawn(docker.clone(), rx, output);
             tracing::info!("container capture: Docker API log streams from {docker_host}");
             SourceKind::Docker
@@ -101,7 +154,57 @@ pub fn start(
     Ok(chosen)
 }
 
+/// The metrics of every source.
+pub struct Metrics {
+    pub ebpf: ebpf::Metrics,
+    pub files: files::Metrics,
+}
+
 fn load_ebpf(opts: ebpf::kernel::Options) -> Result<ebpf::kernel::Capture, String> {
     ebpf::kernel::check_support()?;
     ebpf::kernel::Capture::load(opts).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decide(kind: SourceKind, ebpf: bool, cri_node: bool) -> Result<&'static str, String> {
+        let load = || {
+            if ebpf {
+                Ok(())
+            } else {
+                Err("no BTF".to_owned())
+            }
+        };
+        Ok(
+            match choose(kind, load, cri_node, Path::new("/var/log/pods"))? {
+                Chosen::Ebpf(()) => "ebpf",
+                Chosen::Files => "files",
+                Chosen::Docker => "docker",
+            },
+        )
+    }
+
+    #[test]
+    fn auto_takes_ebpf_then_files_on_cri_nodes_then_docker() {
+        for cri in [false, true] {
+            assert_eq!(decide(SourceKind::Auto, true, cri), Ok("ebpf"));
+        }
+        assert_eq!(decide(SourceKind::Auto, false, true), Ok("files"));
+        assert_eq!(decide(SourceKind::Auto, false, false), Ok("docker"));
+    }
+
+    #[test]
+    fn an_explicit_source_is_taken_as_is() {
+        for (ebpf, cri) in [(false, false), (false, true), (true, false), (true, true)] {
+            assert_eq!(decide(SourceKind::Files, ebpf, cri), Ok("files"));
+            assert_eq!(decide(SourceKind::Docker, ebpf, cri), Ok("docker"));
+        }
+        assert_eq!(decide(SourceKind::Ebpf, true, true), Ok("ebpf"));
+        assert_eq!(
+            decide(SourceKind::Ebpf, false, true),
+            Err("--source ebpf: no BTF".to_owned())
+        );
+    }
 }
