@@ -109,7 +109,7 @@ pub struct BatchArgs {
     /// batch as soon as its source is idle). A steady flow then travels as
     /// one message per pace rather than one per few envelopes; at most
     /// `--batch-interval`.
-    #[arg(long, default_value = "1ms", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "1ms", value_parser = crate::parse_duration_or_zero)]
     pub batch_pace: Duration,
 }
 
@@ -371,20 +371,34 @@ mod tests {
         let mut batcher = Batcher::new(policy);
         let t0 = tokio::time::Instant::now();
         let first = batcher.next(&*d).await;
-        assert_eq!((first, t0.elapsed()), (vec![0], Duration::ZERO), "the first goes at once");
+        assert_eq!(
+            (first, t0.elapsed()),
+            (vec![0], Duration::ZERO),
+            "the first goes at once"
+        );
         let mut sizes = Vec::new();
         let mut got = 1;
         while got < 100 {
             let before = tokio::time::Instant::now();
             let b = batcher.next(&*d).await;
-            assert!(before.elapsed() <= Duration::from_millis(10), "waited past the pace");
+            assert!(
+                before.elapsed() <= Duration::from_millis(10),
+                "waited past the pace"
+            );
             got += b.len();
             sizes.push(b.len());
         }
         assert_eq!(got, 100);
         // 10 items per pace: batches of about 10, not of 1.
-        assert!(sizes.len() <= 11, "{} batches for 99 items: {sizes:?}", sizes.len());
-        assert!(sizes[..sizes.len() - 1].iter().all(|&n| n >= 9), "{sizes:?}");
+        assert!(
+            sizes.len() <= 11,
+            "{} batches for 99 items: {sizes:?}",
+            sizes.len()
+        );
+        assert!(
+            sizes[..sizes.len() - 1].iter().all(|&n| n >= 9),
+            "{sizes:?}"
+        );
 
         // Unpaced, the same flow goes one item per batch.
         let unpaced = BatchPolicy {

@@ -71,9 +71,29 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// [`parse_duration`], or zero (`0`, `0ms`): for waits that may be off.
+pub fn parse_duration_or_zero(s: &str) -> Result<std::time::Duration, String> {
+    match s.trim_end_matches(|c: char| c.is_ascii_alphabetic()) {
+        "0" if matches!(s, "0" | "0ms" | "0s" | "0m") => Ok(std::time::Duration::ZERO),
+        _ => parse_duration(s),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    #[test]
+    fn zero_is_a_duration_only_where_asked() {
+        use super::{parse_duration, parse_duration_or_zero};
+        assert!(parse_duration("0ms").is_err());
+        for zero in ["0", "0ms", "0s", "0m"] {
+            assert_eq!(parse_duration_or_zero(zero), Ok(Duration::ZERO));
+        }
+        assert_eq!(parse_duration_or_zero("2ms"), Ok(Duration::from_millis(2)));
+        assert!(parse_duration_or_zero("0x").is_err());
+        assert!(parse_duration_or_zero("-1ms").is_err());
+    }
 
     #[test]
     fn durations_parse_and_bad_ones_are_refused() {
