@@ -208,7 +208,7 @@ impl Drop for Installed {
     }
 }
 
-/// Why these tests cannot run here, if they cannot (under `CI=true` they
+/// Why these tests cannot run here, if they cannot (under the strict flag they
 /// must: this panics instead).
 fn unavailable() -> Option<String> {
     if let Some(why) = docker::unavailable(true) {

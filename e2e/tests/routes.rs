@@ -12,9 +12,9 @@ use spillway_e2e::rsyslog::{self, Rsyslog};
 use spillway_e2e::*;
 use spillway_proto::v2::envelope::Message;
 
-/// eBPF capture where it can run, else the Docker API.
+/// eBPF capture where it can run, else (by hand only) the Docker API.
 fn source() -> &'static str {
-    if docker::is_root() { "ebpf" } else { "docker" }
+    docker::capture_source()
 }
 
 fn skip() -> bool {

@@ -4,11 +4,17 @@
 //! every test (unit tests and the end-to-end tests that start real
 //! processes and containers), then the benchmark harness's quick smoke
 //! test.
+//!
+//! Every test process runs with the strict flag
+//! ([`STRICT_ENV`]`=1`): a test that would skip for want
+//! of root, Docker, eBPF or a tool fails instead, since this command has
+//! installed and started all of them.
 
 use std::process::Command;
 
 use crate::util::{run, workspace_root};
 use crate::{bench, build_ebpf, host};
+use spillway_testenv::STRICT_ENV;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -37,6 +43,8 @@ pub fn run_tests(args: &Args) -> anyhow::Result<()> {
         if crate::util::in_ci() {
             c.env("CARGO_INCREMENTAL", "0");
         }
+        // No test may skip: everything they need is here.
+        c.env(STRICT_ENV, "1");
         c
     };
     if !args.no_lint {
