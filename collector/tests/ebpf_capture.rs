@@ -490,8 +490,9 @@ fn host_writes_only_with_host_streams() {
     assert_eq!(stream(&got, 51), "captured\n", "{got:?}");
 }
 
-/// Many small writes: all arrive, in order (one ring per inode), unless
-/// the ring overflowed, which must then be counted.
+/// Many small writes: all arrive, in order (one ring per inode), and none
+/// is lost (the default ring holds the burst), so a loss is a failure even
+/// when counted.
 #[test]
 fn keeps_order_under_load() {
     let Some((capture, rx)) = start() else { return };
