@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// The test image: busybox and its applet links, nothing else.
 pub const IMAGE: &str = "spillway-test/busybox:latest";
 
-/// Why container tests cannot run here, if they cannot. Under `CI=true`
-/// there is no excuse: this panics instead.
+/// Why container tests cannot run here, if they cannot. Under the strict
+/// flag there is no excuse: this panics instead.
 pub fn unavailable(needs_root: bool) -> Option<String> {
     let why = if needs_root && !is_root() {
         Some("needs root (eBPF)".to_owned())
@@ -32,6 +32,22 @@ pub fn unavailable(needs_root: bool) -> Option<String> {
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
+}
+
+/// The collector's `--source` for a test of container capture: `ebpf`.
+/// Without root, run by hand, it says eBPF capture is skipped and falls
+/// back to the Docker API source (`docker`); under the strict flag it fails
+/// instead, so `cargo xtask test` runs what the tests claim.
+pub fn capture_source() -> &'static str {
+    if is_root() {
+        "ebpf"
+    } else {
+        crate::skip(
+            "eBPF capture (the Docker API source runs instead)",
+            "needs root",
+        );
+        "docker"
+    }
 }
 
 /// Running as root (eBPF needs it)?

@@ -270,16 +270,10 @@ impl Drop for Proc {
     }
 }
 
-/// A test that cannot run here says so and returns, when run by hand; under
-/// `CI=true`, where `cargo xtask test` has installed and started everything,
-/// it fails instead. `what` names the tests, `why` what is missing.
-pub fn skip(what: &str, why: &str) {
-    assert!(
-        !matches!(std::env::var("CI").as_deref(), Ok("true" | "1")),
-        "{what} must run under CI=true, but: {why}"
-    );
-    eprintln!("skipped: {why}");
-}
+/// A test that cannot run here says so and returns, when run by hand;
+/// under the strict flag (`cargo xtask test` sets it) it fails instead.
+/// The one skip helper of every test crate: see [`spillway_testenv`].
+pub use spillway_testenv::{skip, strict};
 
 /// Waits until something accepts TCP connections on `port`.
 pub fn wait_port(port: u16) {

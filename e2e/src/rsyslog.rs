@@ -31,7 +31,7 @@ pub struct Rsyslog {
 }
 
 /// Why rsyslog tests cannot run here, if they cannot (panics under
-/// `CI=true`, where `cargo xtask test` installs rsyslog).
+/// the strict flag, where `cargo xtask test` installs rsyslog).
 pub fn unavailable() -> Option<String> {
     let found = Command::new("rsyslogd")
         .arg("-v")

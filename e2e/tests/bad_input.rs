@@ -7,6 +7,7 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ struct Stack {
     router: Router,
     rlp: Rlp,
     collector: Collector,
+    /// How many [`Probe`]s of this stack are open.
+    probes: Arc<AtomicU64>,
 }
 
 impl Stack {
@@ -43,6 +46,7 @@ impl Stack {
             router,
             rlp,
             collector,
+            probes: Arc::default(),
         }
     }
 
@@ -90,6 +94,13 @@ struct Probe {
     _client: EgressClient<Channel>,
     stream: Streaming<EnvelopeBatch>,
     next: u64,
+    open: Arc<AtomicU64>,
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Probe {
@@ -105,65 +116,86 @@ impl Probe {
         .unwrap_or_else(|_| panic!("after {what}: the RLP did not answer a subscription"))
         .unwrap_or_else(|s| panic!("after {what}: the RLP refused a good subscription: {s:?}"))
         .into_inner();
-        Probe {
+        // Ready when the RLP has this stack's open probes as its consumers,
+        // no more (a refused or dropped one still going), and has each on
+        // the router: from then on nothing sent is lost for want of a
+        // subscriber.
+        let open = stack.probes.fetch_add(1, Ordering::SeqCst) + 1;
+        let probe = Probe {
             source,
             _client: client,
             stream,
             next: 0,
-        }
+            open: stack.probes.clone(),
+        };
+        eventually(
+            Duration::from_secs(15),
+            &format!("after {what}: {open} consumer(s) on the RLP and on the router"),
+            || {
+                metric(stack.rlp.metrics_port, "spillway_subscriptions") == Some(open)
+                    && stack.router.subscriptions() == open
+            },
+        )
+        .await;
+        probe
     }
 
-    /// Sends numbered logs of this probe's source, one per `Send`, to the
-    /// Ingress API on `port` until one sent by this call reaches the
-    /// consumer (the subscription may take a moment to reach the router).
-    /// Every `Send` must succeed, and everything that arrives must be one of
-    /// this probe's numbered logs.
+    /// Sends the next numbered log of this probe's source to the Ingress
+    /// API on `port` with one `Send`, which must succeed; the consumer
+    /// (ready since [`Probe::open`]) must receive exactly that log, once,
+    /// and nothing else.
     async fn through(&mut self, port: u16, certs: &Certs, what: &str) {
-        let first = self.next;
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let n = self.next;
+        self.next += 1;
         let mut ingress = IngressClient::new(channel(port, certs.client()).await);
-        loop {
-            let n = self.next;
-            self.next += 1;
-            let batch = EnvelopeBatch {
-                batch: vec![numbered_log(&self.source, n)],
-            };
-            tokio::time::timeout(Duration::from_secs(5), ingress.send(batch))
-                .await
-                .unwrap_or_else(|_| panic!("after {what}: a good Send to port {port} hung"))
-                .unwrap_or_else(|s| {
-                    panic!("after {what}: a good Send to port {port} failed: {s:?}")
-                });
-            if self.arrived(first, Duration::from_millis(300), what).await {
-                // Anything else already on its way must be ours too.
-                self.arrived(first, Duration::from_millis(300), what).await;
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "after {what}: nothing sent to port {port} reached the RLP consumer in 15 s"
-            );
-        }
+        let batch = EnvelopeBatch {
+            batch: vec![numbered_log(&self.source, n)],
+        };
+        tokio::time::timeout(Duration::from_secs(5), ingress.send(batch))
+            .await
+            .unwrap_or_else(|_| panic!("after {what}: a good Send to port {port} hung"))
+            .unwrap_or_else(|s| panic!("after {what}: a good Send to port {port} failed: {s:?}"));
+        let mut got = self
+            .arrived(Duration::from_secs(15), what, |g| g.contains(&n))
+            .await;
+        // A copy would come right behind it.
+        got.extend(
+            self.arrived(Duration::from_millis(300), what, |_| false)
+                .await,
+        );
+        assert_eq!(
+            got,
+            [n],
+            "after {what}: sent log {n} to port {port} once; the consumer got these"
+        );
     }
 
-    /// Reads for `within`; true if a log numbered `first` or later arrived.
-    async fn arrived(&mut self, first: u64, within: Duration, what: &str) -> bool {
-        let mut seen = false;
+    /// The numbers of this probe's logs that arrive until `done` says so or
+    /// `within` has passed. Anything else fails the test.
+    async fn arrived(
+        &mut self,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&[u64]) -> bool,
+    ) -> Vec<u64> {
+        let mut got = Vec::new();
         let deadline = tokio::time::Instant::now() + within;
-        loop {
+        while !done(&got) {
             let batch = match tokio::time::timeout_at(deadline, self.stream.message()).await {
-                Err(_) => return seen,
+                Err(_) => break,
                 Ok(Ok(Some(batch))) => batch,
                 Ok(Ok(None)) => panic!("after {what}: the RLP ended the consumer's stream"),
                 Ok(Err(s)) => panic!("after {what}: the consumer's stream failed: {s:?}"),
             };
             for e in batch.batch {
                 assert_eq!(e.source_id, self.source, "after {what}: a stranger: {e:?}");
-                let n = number_of(&e)
-                    .unwrap_or_else(|| panic!("after {what}: an envelope nobody sent: {e:?}"));
-                seen |= n >= first;
+                got.push(
+                    number_of(&e)
+                        .unwrap_or_else(|| panic!("after {what}: an envelope nobody sent: {e:?}")),
+                );
             }
         }
+        got
     }
 }
 
@@ -212,10 +244,16 @@ fn intruder() -> EnvelopeBatch {
     }
 }
 
-/// Connects to `door` with `tls` and makes one RPC (Ingress `Send`, or
-/// Egress `BatchedReceiver` on the RLP). Returns the error that refused the
-/// client; panics if the RPC succeeded or nothing happened within 10 s.
-async fn refused(door: Door, port: u16, tls: ClientTlsConfig, who: &str) -> String {
+/// Connects to `door` with `tls` and makes one RPC (Ingress `Send` of
+/// `batch`, or Egress `BatchedReceiver` on the RLP); `Err` says what
+/// failed. Panics if nothing happened within 10 s.
+async fn attempt(
+    door: Door,
+    port: u16,
+    tls: ClientTlsConfig,
+    batch: EnvelopeBatch,
+    who: &str,
+) -> Result<(), String> {
     let attempt = async {
         let ch = match try_channel(port, tls).await {
             Ok(ch) => ch,
@@ -223,7 +261,7 @@ async fn refused(door: Door, port: u16, tls: ClientTlsConfig, who: &str) -> Stri
         };
         match door {
             Door::Collector | Door::Router => IngressClient::new(ch)
-                .send(intruder())
+                .send(batch)
                 .await
                 .map(drop)
                 .map_err(|s| format!("Send: {s:?}")),
@@ -234,10 +272,43 @@ async fn refused(door: Door, port: u16, tls: ClientTlsConfig, who: &str) -> Stri
                 .map_err(|s| format!("BatchedReceiver: {s:?}")),
         }
     };
-    match tokio::time::timeout(Duration::from_secs(10), attempt).await {
-        Err(_) => panic!("{door:?} (port {port}) neither accepted nor refused {who} within 10 s"),
-        Ok(Ok(())) => panic!("{door:?} (port {port}) accepted an RPC from {who}"),
-        Ok(Err(e)) => e,
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{door:?} (port {port}) neither accepted nor refused {who} within 10 s")
+        })
+}
+
+/// The positive control of [`refused`]: the same RPC on the same door with
+/// the test's good client TLS succeeds, so a refusal next to it is the
+/// refused client's doing (not a wrong port, a dead process or a broken
+/// RPC).
+async fn accepted(stack: &Stack, door: Door, port: u16) {
+    let control = EnvelopeBatch {
+        batch: vec![numbered_log("control", 0)],
+    };
+    if let Err(e) = attempt(door, port, stack.certs.client(), control, "a good client").await {
+        panic!("{door:?} (port {port}) refused a good client: {e}");
+    }
+}
+
+/// Connects to `door` with `tls` and makes one RPC (see [`attempt`]).
+/// Returns the error that refused the client; panics if the RPC succeeded.
+/// The error must come from TLS (the handshake, or the first RPC under
+/// TLS 1.3, which tonic reports as a transport error): never a refusal of
+/// the RPC itself by a server that served the client.
+async fn refused(door: Door, port: u16, tls: ClientTlsConfig, who: &str) -> String {
+    match attempt(door, port, tls, intruder(), who).await {
+        Ok(()) => panic!("{door:?} (port {port}) accepted an RPC from {who}"),
+        Err(e) => {
+            assert!(
+                !e.contains("code: InvalidArgument")
+                    && !e.contains("code: ResourceExhausted")
+                    && !e.contains("code: Unimplemented"),
+                "{door:?} (port {port}) served {who} and refused only the RPC: {e}"
+            );
+            e
+        }
     }
 }
 
@@ -434,6 +505,7 @@ async fn plain_http1_is_refused_at_every_grpc_port() {
 async fn a_client_without_a_certificate_is_refused() {
     let mut stack = Stack::start(&[], &[]);
     for (door, port) in stack.doors() {
+        accepted(&stack, door, port).await;
         let tls = stack.certs.client_tls("ca.pem", None);
         let e = refused(door, port, tls, "a client without a certificate").await;
         eprintln!("{door:?} refused a client without a certificate: {e}");
@@ -447,6 +519,7 @@ async fn a_client_without_a_certificate_is_refused() {
 async fn a_client_certificate_from_another_ca_is_refused() {
     let mut stack = Stack::start(&[], &[]);
     for (door, port) in stack.doors() {
+        accepted(&stack, door, port).await;
         let tls = stack
             .certs
             .client_tls("ca.pem", Some(("other.pem", "other-key.pem")));
@@ -464,6 +537,7 @@ async fn a_client_certificate_from_another_ca_is_refused() {
 async fn a_client_that_does_not_trust_the_server_fails() {
     let mut stack = Stack::start(&[], &[]);
     for (door, port) in stack.doors() {
+        accepted(&stack, door, port).await;
         let tls = stack
             .certs
             .client_tls("other-ca.pem", Some(("client.pem", "client-key.pem")));

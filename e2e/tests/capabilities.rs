@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use spillway_e2e::docker::{self, TestContainer};
 use spillway_e2e::*;
 use spillway_proto::v2::envelope::Message;
+use spillway_proto::v2::ingress_client::IngressClient;
 
 /// Capability numbers (linux/capability.h), by name.
 const CAPS: &[&str] = &[
@@ -208,7 +209,7 @@ impl Drop for Installed {
     }
 }
 
-/// Why these tests cannot run here, if they cannot (under `CI=true` they
+/// Why these tests cannot run here, if they cannot (under the strict flag they
 /// must: this panics instead).
 fn unavailable() -> Option<String> {
     if let Some(why) = docker::unavailable(true) {
@@ -390,6 +391,24 @@ impl Pipeline {
             containers.push((TestContainer::create("caps", options, &script), tag));
         }
         let mut consumer = self.rlp.logs_of(&self.certs, "").await;
+        // Positive control: an envelope sent to this collector's v2
+        // ingress (no capability involved) reaches the consumer. A
+        // container's lines that are lost below are then lost by capture,
+        // not by a pipeline that does not work or is not ready.
+        let control = format!("caps-control-{}", collector.ingress_port);
+        IngressClient::new(channel(collector.ingress_port, self.certs.client()).await)
+            .send(v2::EnvelopeBatch {
+                batch: vec![numbered_log(&control, 0)],
+            })
+            .await
+            .expect("the capped collector's ingress refused a good Send");
+        let arrived = |g: &[v2::Envelope]| g.iter().any(|e| e.source_id == control);
+        let seen = collect_until(&mut consumer, Duration::from_secs(15), arrived).await;
+        assert!(
+            arrived(&seen),
+            "positive control: an envelope sent to the collector's ingress did not reach \
+             the consumer in 15 s (the pipeline is broken, whatever the capabilities)"
+        );
         for (c, _) in &containers {
             c.start();
         }

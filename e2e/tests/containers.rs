@@ -557,3 +557,54 @@ async fn a_burst_before_registration_arrives_whole() {
     assert_eq!(numbers.len(), expected.len(), "every line once");
     assert!(numbers == expected, "in order");
 }
+
+/// One `write(2)` of 70,000 bytes from a container (eBPF capture reads at
+/// most 64 KiB of a syscall): its first 64 KiB arrive, in 16 KiB pieces,
+/// the rest is lost, and the loss is counted once as `truncated`. The lines
+/// before and after it arrive whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_write_over_64_kib_is_cut_at_64_kib_and_counted() {
+    let Some(_serial) = prepare("ebpf").await else {
+        return;
+    };
+    let p = Pipeline::start("ebpf", &[]);
+    let truncated = || {
+        metric(
+            p.collector.http_port,
+            "spillway_capture_dropped_total{reason=\"truncated\"}",
+        )
+        .unwrap_or(0)
+    };
+    let before = truncated();
+    // 69,999 'x' and a newline in a file, then written with one dd block
+    // (one read, one write of 70,000 bytes).
+    let script = "head -c 69999 /dev/zero | tr '\\0' x > /tmp/big; echo >> /tmp/big; \
+                  sleep 0.5; echo before; dd if=/tmp/big bs=70000 count=1 2>/dev/null; \
+                  echo; echo after";
+    let c = TestContainer::create("big-write", &[], script);
+    let mut consumer = p.consumer(&c.name).await;
+    c.start();
+    let got = collect_until(&mut consumer, Duration::from_secs(20), |g| {
+        g.iter().any(|e| text(e) == "after")
+    })
+    .await;
+    let texts: Vec<String> = got.iter().map(text).collect();
+    assert_eq!(texts.first().map(String::as_str), Some("before"));
+    assert_eq!(texts.last().map(String::as_str), Some("after"));
+    let xs: usize = got
+        .iter()
+        .map(|e| payload(e).iter().filter(|&&b| b == b'x').count())
+        .sum();
+    assert_eq!(xs, 64 * 1024, "exactly the first 64 KiB of the write");
+    let pieces: Vec<usize> = got[1..got.len() - 1]
+        .iter()
+        .map(|e| payload(e).len())
+        .collect();
+    assert_eq!(&pieces[..4], [16384; 4], "16 KiB pieces: {pieces:?}");
+    eventually(
+        Duration::from_secs(10),
+        "the truncated write is counted once",
+        || truncated() == before + 1,
+    )
+    .await;
+}

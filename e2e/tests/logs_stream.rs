@@ -55,7 +55,7 @@ async fn text_json_filters_and_a_stalled_client() {
     }
     let _serial = docker::serial().await;
     let certs = Certs::new();
-    let source = if docker::is_root() { "ebpf" } else { "docker" };
+    let source = docker::capture_source();
     let collector = Collector::start(&certs, &[], &["--source", source]);
     let port = collector.http_port;
 

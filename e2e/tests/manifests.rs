@@ -15,7 +15,8 @@
 //! `kubernetes-validate` (PyPI, with the Kubernetes schemas bundled) is
 //! installed into `target/tools/venv` by `cargo xtask test`
 //! (`xtask/src/validators.rs`). Without it, the tests that need it say
-//! `skipped: …`, except under `CI=true`, where they fail.
+//! `skipped: …`, except under the strict flag
+//! (`cargo xtask test`), where they fail.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -76,7 +77,7 @@ fn manifest_files() -> Vec<PathBuf> {
 }
 
 /// The installed validator, or `None` after saying why the test is skipped.
-/// Under `CI=true` a missing validator fails the test instead.
+/// Under the strict flag a missing validator fails the test instead.
 fn validator() -> Option<PathBuf> {
     let exe = workspace()
         .join("target")

@@ -150,8 +150,36 @@ fn create_list_get_delete_and_persist() {
         curl_api(port, "DELETE", &format!("/routes/{id}"), None, None).0,
         404
     );
+    let saved_view = json(&curl_api(port, "GET", "/routes/papertrail", None, None).1);
     collector.proc.kill();
     let collector = start();
+    // The restored route is the one saved: its adapter, address, every
+    // filter and option, not just its id.
+    let (code, body) = curl_api(collector.http_port, "GET", "/routes/papertrail", None, None);
+    assert_eq!(code, 200, "{body}");
+    let restored = json(&body);
+    for field in [
+        "uri",
+        "adapter",
+        "address",
+        "filters",
+        "options",
+        "persisted",
+    ] {
+        assert_eq!(
+            restored[field], saved_view[field],
+            "{field} of the restored route: {restored}"
+        );
+    }
+    assert_eq!(
+        restored["filters"],
+        json!({"labels": ["team:pay*"], "sources": ["stderr"]}),
+        "{restored}"
+    );
+    assert_eq!(
+        restored["options"]["template"], "{{ container.name }} {{ message }}",
+        "{restored}"
+    );
     let (code, body) = curl_api(collector.http_port, "GET", "/routes", None, None);
     assert_eq!(code, 200);
     let ids: Vec<String> = json(&body)

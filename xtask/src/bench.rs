@@ -64,7 +64,11 @@ pub fn run_bench(args: &Args) -> anyhow::Result<()> {
             .arg("--out")
             .arg(&out);
         if args.quick {
-            bench.args(["--quick", "--check"]);
+            // The smoke test of `cargo xtask test`: no source may be
+            // skipped.
+            bench
+                .args(["--quick", "--check"])
+                .env(spillway_testenv::STRICT_ENV, "1");
         }
         run(bench.args(&args.run_args))?;
     }

@@ -1,14 +1,25 @@
 //! `cargo xtask test`: installs what the tests need (Debian packages, a
 //! running dockerd, the busybox image, the eBPF toolchain and program),
-//! then runs the whole suite: formatting, clippy, the binaries' build, and
-//! every test (unit tests and the end-to-end tests that start real
+//! then runs the whole suite: formatting, clippy (also of the collector
+//! built without its default features), the binaries' build, and every
+//! test (unit tests, doctests and the end-to-end tests that start real
 //! processes and containers), then the benchmark harness's quick smoke
 //! test.
+//!
+//! Every test process runs with the strict flag
+//! ([`STRICT_ENV`]`=1`): a test that would skip for want
+//! of root, Docker, eBPF or a tool fails instead, since this command has
+//! installed and started all of them.
 
 use std::process::Command;
 
 use crate::util::{run, workspace_root};
 use crate::{bench, build_ebpf, host};
+use spillway_testenv::STRICT_ENV;
+
+/// The collector's feature sets linted besides the default one: none, and
+/// the example of docs/routes.md.
+const FEATURE_SETS: [&[&str]; 2] = [&[], &["syslog,tls"]];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -37,6 +48,8 @@ pub fn run_tests(args: &Args) -> anyhow::Result<()> {
         if crate::util::in_ci() {
             c.env("CARGO_INCREMENTAL", "0");
         }
+        // No test may skip: everything they need is here.
+        c.env(STRICT_ENV, "1");
         c
     };
     if !args.no_lint {
@@ -51,6 +64,21 @@ pub fn run_tests(args: &Args) -> anyhow::Result<()> {
         ]))?;
         // The eBPF program is outside the workspace: linted on its own.
         build_ebpf::lint()?;
+        // The collector without its optional routes modules, as
+        // docs/routes.md documents it: none at all, and the example
+        // there. Linted (not built), so the binaries the tests run keep
+        // every feature.
+        for features in FEATURE_SETS {
+            run(cargo()
+                .args([
+                    "clippy",
+                    "-p",
+                    "spillway-collector",
+                    "--no-default-features",
+                ])
+                .args(features.iter().flat_map(|f| ["--features", f]))
+                .args(["--all-targets", "--", "-D", "warnings"]))?;
+        }
     }
     // The end-to-end tests start the binaries from the target directory.
     run(cargo().args(["build", "--workspace", "--bins"]))?;
@@ -64,6 +92,13 @@ pub fn run_tests(args: &Args) -> anyhow::Result<()> {
         test.arg(f);
     }
     run(&mut test)?;
+    // `--all-targets` leaves doctests out: they run on their own.
+    let mut doc = cargo();
+    doc.args(["test", "--workspace", "--doc", "--no-fail-fast"]);
+    if let Some(f) = &args.filter {
+        doc.arg(f);
+    }
+    run(&mut doc)?;
     if args.filter.is_none() {
         // The benchmark harness itself: short runs whose counts must add
         // up, and a report made from them (no speed is asserted).

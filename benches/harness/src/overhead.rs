@@ -148,9 +148,22 @@ mod tests {
         assert_eq!(overhead_pct(&[], &[1.0]), None);
     }
 
+    /// The figure is the time of one write: the writes together take
+    /// no more than the call (a total not divided, or another unit, would
+    /// exceed it) and most of it (the pipe and the reader thread are set up
+    /// outside the timed loop; a division by bytes, or a loop that writes
+    /// nothing, would take far less).
     #[test]
     fn times_pipe_writes() {
-        let ns = pipe_writes(1000, 64).unwrap();
-        assert!(ns > 0.0);
+        const WRITES: u64 = 20_000;
+        let started = Instant::now();
+        let ns = pipe_writes(WRITES, 64).unwrap();
+        let call = started.elapsed().as_nanos() as f64;
+        let writes = ns * WRITES as f64;
+        assert!(writes <= call, "{ns} ns per write, {call} ns for the call");
+        assert!(
+            writes >= call / 4.0,
+            "{ns} ns per write: {writes} of the call's {call} ns"
+        );
     }
 }

@@ -247,7 +247,7 @@ mod tests {
     #[test]
     fn finds_the_members_the_program_reads() {
         if !Path::new(VMLINUX_BTF).exists() {
-            eprintln!("skipped: no {VMLINUX_BTF}");
+            spillway_testenv::skip("the BTF offsets test", &format!("no {VMLINUX_BTF}"));
             return;
         }
         let btf = KernelBtf::load(Path::new(VMLINUX_BTF)).unwrap();
