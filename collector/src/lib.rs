@@ -2,7 +2,7 @@
 //!
 //! Data flow:
 //!
-//! - Containers: [`docker`] follows the running containers; a source in
+//! - Containers: [`runtime`] follows the running containers; a source in
 //!   [`capture`] (eBPF capture in the kernel, or the Docker API) turns what
 //!   they write into lines ([`lines`]) and envelopes ([`container`]), parked
 //!   in one diode per shard ([`output`]) so each stream keeps its order.
@@ -17,11 +17,11 @@
 
 pub mod capture;
 pub mod container;
-pub mod docker;
 pub mod enrich;
 pub mod http;
 pub mod lines;
 pub mod output;
+pub mod runtime;
 pub mod shipper;
 
 use std::net::SocketAddr;
@@ -89,7 +89,7 @@ pub struct Flags {
     #[arg(long, value_enum, default_value_t = SourceKind::Auto)]
     pub source: SourceKind,
     /// The Docker API (`unix:///path` or `tcp://host:port`).
-    #[arg(long, value_name = "URI", default_value_t = docker::default_host())]
+    #[arg(long, value_name = "URI", default_value_t = runtime::docker::default_host())]
     pub docker_host: String,
     /// Bytes of each eBPF ring buffer (one per CPU): a power of two. The
     /// default holds about 100 ms of the highest rate measured here.

@@ -1,7 +1,7 @@
 //! Container sources: what containers write to stdout and stderr, as
 //! envelopes in the [`Output`].
 //!
-//! Both sources follow the same Docker metadata ([`crate::docker::watch`]):
+//! Both sources follow the same Docker metadata ([`crate::runtime::docker::watch`]):
 //!
 //! - [`ebpf`]: a program at every syscall's exit copies what `write`/`writev`
 //!   wrote, in the kernel, at the moment of the write; one io_uring loop per ring buffer (one
@@ -22,8 +22,8 @@ use clap::ValueEnum;
 use spillway_plumbing::health::Health;
 use tokio::sync::mpsc;
 
-use crate::docker;
 use crate::output::Output;
+use crate::runtime::docker;
 
 /// The part of the collector's `/health` that capture reports.
 pub const HEALTH_PART: &str = "capture";
