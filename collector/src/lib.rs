@@ -45,6 +45,7 @@ use spillway_routes::{Event, Hub, RouteMetrics, Routes};
 use crate::capture::SourceKind;
 use crate::enrich::Enricher;
 use crate::output::Output;
+use crate::runtime::{Endpoints, RuntimeKind};
 
 /// Node agent: takes envelopes from apps and ships them to routers.
 #[derive(Parser, Debug, Clone)]
@@ -88,9 +89,22 @@ pub struct Flags {
     /// privileges allow, else the Docker API), `ebpf`, `docker`, or `none`.
     #[arg(long, value_enum, default_value_t = SourceKind::Auto)]
     pub source: SourceKind,
+    /// Which container runtime to follow: `auto` (the first whose socket
+    /// answers: Docker, then CRI, then podman), `docker`, `cri`
+    /// (containerd, CRI-O) or `podman`.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Auto)]
+    pub runtime: RuntimeKind,
     /// The Docker API (`unix:///path` or `tcp://host:port`).
     #[arg(long, value_name = "URI", default_value_t = runtime::docker::default_host())]
     pub docker_host: String,
+    /// The CRI runtime's socket (`unix:///path`). Default: containerd's
+    /// (unix:///run/containerd/containerd.sock), else CRI-O's
+    /// (unix:///var/run/crio/crio.sock), whichever answers.
+    #[arg(long, value_name = "URI")]
+    pub cri_endpoint: Option<String>,
+    /// podman's Docker-compatible API (`podman system service`).
+    #[arg(long, value_name = "URI", default_value = runtime::docker::PODMAN_DEFAULT_HOST)]
+    pub podman_host: String,
     /// Bytes of each eBPF ring buffer (one per CPU): a power of two. The
     /// default holds about 100 ms of the highest rate measured here.
     /// At most 1 GiB.
@@ -227,9 +241,23 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     let policy = flags.batch.policy();
     let shards = output::shards(diodes.cores(), flags.buffer_per_core);
     let output = Output::new(shards.clone(), &host, metrics.clone(), hub.clone());
+    let runtime = match flags.source {
+        SourceKind::None => None,
+        _ => Some(
+            runtime::select(
+                flags.runtime,
+                &Endpoints {
+                    docker_host: flags.docker_host.clone(),
+                    cri_endpoint: flags.cri_endpoint.clone(),
+                    podman_host: flags.podman_host.clone(),
+                },
+            )
+            .await?,
+        ),
+    };
     let source = capture::start(
         flags.source,
-        &flags.docker_host,
+        runtime,
         flags.ring_bytes,
         output,
         capture_metrics,

@@ -1,7 +1,8 @@
 //! Container sources: what containers write to stdout and stderr, as
 //! envelopes in the [`Output`].
 //!
-//! Both sources follow the same Docker metadata ([`crate::runtime::docker::watch`]):
+//! Both sources follow the same container metadata, from the runtime
+//! ([`crate::runtime::Runtime::watch`]):
 //!
 //! - [`ebpf`]: a program at every syscall's exit copies what `write`/`writev`
 //!   wrote, in the kernel, at the moment of the write; one io_uring loop per ring buffer (one
@@ -11,7 +12,7 @@
 //!   socket, but every line goes through dockerd's log driver first.
 //!
 //! `--source auto` takes eBPF when this host and process allow it, else the
-//! Docker API, and logs why.
+//! Docker API (Docker and podman only), and logs why.
 
 pub mod docker_api;
 pub mod ebpf;
@@ -23,7 +24,7 @@ use spillway_plumbing::health::Health;
 use tokio::sync::mpsc;
 
 use crate::output::Output;
-use crate::runtime::docker;
+use crate::runtime::{Containers, Runtime};
 
 /// The part of the collector's `/health` that capture reports.
 pub const HEALTH_PART: &str = "capture";
@@ -41,14 +42,15 @@ pub enum SourceKind {
     None,
 }
 
-/// Starts container capture as `kind` says, with eBPF rings of
-/// `ring_bytes` each. Returns the source chosen; an error when the chosen
-/// source cannot run (bad Docker URI, eBPF asked for but unavailable).
-/// The `capture` part of `health` is ready once the source runs and
-/// Docker's running containers are listed.
+/// Starts container capture as `kind` says, following `runtime`, with
+/// eBPF rings of `ring_bytes` each. Returns the source chosen; an error
+/// when the chosen source cannot run (eBPF asked for but unavailable, the
+/// Docker API asked for on a runtime without it). The `capture` part of
+/// `health` is ready once the source runs and the runtime's running
+/// containers are listed.
 pub fn start(
     kind: SourceKind,
-    docker_host: &str,
+    runtime: Option<Box<dyn Runtime>>,
     ring_bytes: u32,
     output: Output,
     metrics: ebpf::Metrics,
@@ -59,45 +61,62 @@ pub fn start(
         health.ready(HEALTH_PART);
         return Ok(kind);
     }
-    let docker = docker::connect(docker_host)?;
+    let runtime = runtime.ok_or("container capture needs a runtime")?;
     let (tx, rx) = mpsc::unbounded_channel();
     let opts = ebpf::kernel::Options {
         loops: output.shards(),
         ring_bytes,
     };
+    let docker = runtime.docker_api();
     let capture = match kind {
         SourceKind::Ebpf => Some(load_ebpf(opts).map_err(|why| format!("--source ebpf: {why}"))?),
         SourceKind::Auto => match load_ebpf(opts) {
             Ok(capture) => Some(capture),
-            Err(why) => {
+            Err(why) if docker.is_some() => {
                 tracing::warn!(
                     "eBPF capture is not possible here ({why}); following container logs through the Docker API instead"
                 );
                 None
             }
+            Err(why) => {
+                return Err(format!(
+                    "--source auto: eBPF capture is not possible here ({why}), and {} has no Docker API to read logs from",
+                    runtime.describe()
+                ));
+            }
         },
         _ => None,
     };
-    let chosen = match capture {
-        Some(capture) => {
+    let described = runtime.describe();
+    let chosen = match (capture, docker) {
+        (Some(capture), _) => {
             let loops = capture.loops();
             ebpf::start(capture, rx, output, metrics)?;
             tracing::info!(
-                "container capture: eBPF, {loops} io_uring loop(s); metadata from {docker_host}"
+                "container capture: eBPF, {loops} io_uring loop(s); metadata from {described}"
             );
             SourceKind::Ebpf
         }
-        None => {
-            docker_api::spawn(docker.clone(), rx, output);
-            tracing::info!("container capture: Docker API log streams from {docker_host}");
+        (None, Some(docker)) => {
+            docker_api::spawn(docker, rx, output);
+            tracing::info!("container capture: Docker API log streams from {described}");
             SourceKind::Docker
+        }
+        (None, None) => {
+            return Err(format!(
+                "--source docker: {described} has no Docker API to read logs from"
+            ));
         }
     };
     health.pending(
         HEALTH_PART,
-        format!("waiting for the list of running containers from Docker at {docker_host}"),
+        format!("waiting for the list of running containers from {described}"),
     );
-    docker::watch_notify(docker, tx, move || health.ready(HEALTH_PART));
+    runtime.watch(
+        tx,
+        Containers::default(),
+        Some(Box::new(move || health.ready(HEALTH_PART))),
+    );
     Ok(chosen)
 }
 

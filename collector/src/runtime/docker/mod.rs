@@ -33,8 +33,74 @@ use spillway_plumbing::logging::error_chain;
 use crate::container::Container;
 
 pub use super::{Containers, Event};
+use super::{Listed, Runtime};
 
-pub use watch::{watch, watch_into, watch_notify};
+/// Where podman's Docker-compatible API listens when run as root
+/// (`podman system service`, or the `podman.socket` unit).
+pub const PODMAN_DEFAULT_HOST: &str = "unix:///run/podman/podman.sock";
+
+/// The Docker Engine API as a [`Runtime`]: dockerd, or podman's
+/// Docker-compatible API.
+pub struct DockerRuntime {
+    docker: Docker,
+    host: String,
+    /// "Docker" or "podman", for logs.
+    kind: &'static str,
+}
+
+impl DockerRuntime {
+    /// dockerd at `host` (see [`connect`]).
+    pub fn docker(host: &str) -> Result<Self, String> {
+        Ok(DockerRuntime {
+            docker: connect(host)?,
+            host: host.to_owned(),
+            kind: "Docker",
+        })
+    }
+
+    /// podman's Docker-compatible API at `host` (see [`connect`]).
+    pub fn podman(host: &str) -> Result<Self, String> {
+        Ok(DockerRuntime {
+            kind: "podman",
+            ..Self::docker(host)?
+        })
+    }
+
+    /// The daemon's name and version, if it answers within `within`.
+    pub async fn probe(&self, within: std::time::Duration) -> Result<String, String> {
+        let v = tokio::time::timeout(within, self.docker.version())
+            .await
+            .map_err(|_| format!("no answer within {within:?}"))?
+            .map_err(|e| error_chain(&e))?;
+        Ok(format!(
+            "{} {} (API {})",
+            self.kind,
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default()
+        ))
+    }
+}
+
+impl Runtime for DockerRuntime {
+    fn describe(&self) -> String {
+        format!("{} API at {}", self.kind, self.host)
+    }
+
+    fn watch(
+        &self,
+        tx: tokio::sync::mpsc::UnboundedSender<Event>,
+        known: Containers,
+        listed: Option<Listed>,
+    ) -> tokio::task::JoinHandle<()> {
+        watch::watch_with(self.docker.clone(), tx, known, listed)
+    }
+
+    fn docker_api(&self) -> Option<Docker> {
+        Some(self.docker.clone())
+    }
+}
+
+pub use watch::{watch, watch_into, watch_with};
 
 /// Where the Docker daemon listens unless told otherwise.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -158,6 +224,7 @@ fn container_from_inspect(r: bollard::models::ContainerInspectResponse) -> Optio
         labels: config.labels.unwrap_or_default().into_iter().collect(),
         env: config.env.unwrap_or_default(),
         tty: config.tty.unwrap_or(false),
+        pod: None,
         pid: state
             .pid
             .filter(|_| state.running == Some(true))
