@@ -5,6 +5,7 @@
 //! The binaries come from the cargo target directory of the test itself
 //! (`cargo build --bins` first; `cargo xtask test` does it).
 
+pub mod containerd;
 pub mod docker;
 pub mod rsyslog;
 
