@@ -7,6 +7,7 @@
 
 pub mod containerd;
 pub mod docker;
+pub mod podman;
 pub mod rsyslog;
 
 use std::io::{BufRead, BufReader, Read, Write};
