@@ -241,6 +241,27 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     let policy = flags.batch.policy();
     let shards = output::shards(diodes.cores(), flags.buffer_per_core);
     let output = Output::new(shards.clone(), &host, metrics.clone(), hub.clone());
+    let cri_endpoints = flags.cri_endpoint.clone().unwrap_or_else(|| {
+        format!(
+            "{} or {}",
+            spillway_cri_api::CONTAINERD_ENDPOINT,
+            spillway_cri_api::CRIO_ENDPOINT
+        )
+    });
+    match flags.runtime {
+        RuntimeKind::Auto => health.pending(
+            capture::HEALTH_PART,
+            format!(
+                "finding the container runtime: asking Docker at {}, the CRI at {cri_endpoints}, podman at {}",
+                flags.docker_host, flags.podman_host
+            ),
+        ),
+        RuntimeKind::Cri => health.pending(
+            capture::HEALTH_PART,
+            format!("finding the CRI runtime at {cri_endpoints}"),
+        ),
+        RuntimeKind::Docker | RuntimeKind::Podman => {}
+    }
     let runtime = match flags.source {
         SourceKind::None => None,
         _ => Some(
