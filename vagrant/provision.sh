@@ -23,6 +23,8 @@ PACKAGES=(
     git
     docker.io           # the container engine whose containers are captured
     busybox-static      # the test image (imported, nothing can be pulled)
+    containerd          # the CRI runtime of the Kubernetes tests (its own instance)
+    podman              # the podman tests (its Docker-compatible API)
     rsyslog             # the syslog receiver of the routes tests
     rsyslog-gnutls      # ... and its TLS driver
     fonts-dejavu-core   # the font of the benchmark report's charts

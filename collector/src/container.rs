@@ -11,8 +11,10 @@ use spillway_proto::preencoded::{self as pe, field};
 use spillway_proto::v2::{Envelope, Log, envelope::Message, log::Type};
 
 use crate::lines::Line;
+use crate::runtime::cri::pod::Pod;
 
-/// What the collector knows about one container, from `docker inspect`.
+/// What the collector knows about one container, from its runtime
+/// (`docker inspect`, or the CRI's container and pod sandbox).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Container {
     /// The full 64-hex-digit id.
@@ -33,6 +35,10 @@ pub struct Container {
     /// Started with a TTY (`docker run -t`): stdout and stderr are one pty,
     /// and everything is `OUT`.
     pub tty: bool,
+    /// The pod of a container run through the CRI (Kubernetes); then
+    /// `name` is the container's name in the pod, `labels` are the pod's,
+    /// and ids, tags and opt-out follow the pod ([`Pod`]).
+    pub pod: Option<Arc<Pod>>,
 }
 
 /// Which of a container's outputs a line came from.
@@ -61,8 +67,11 @@ impl Stream {
 
 impl Container {
     /// The label `spillway.source_id`, else the Compose service, else the
-    /// name.
+    /// name; for a pod's container, [`Pod::source_id`].
     pub fn source_id(&self) -> &str {
+        if let Some(pod) = &self.pod {
+            return pod.source_id();
+        }
         self.labels
             .get("spillway.source_id")
             .or_else(|| self.labels.get("com.docker.compose.service"))
@@ -70,8 +79,12 @@ impl Container {
             .map_or(&self.name, |s| s)
     }
 
-    /// The Compose replica number, else the 12-character short id.
+    /// The Compose replica number, else the 12-character short id; for a
+    /// pod's container, the pod's name.
     pub fn instance_id(&self) -> &str {
+        if let Some(pod) = &self.pod {
+            return pod.instance_id();
+        }
         self.labels
             .get("com.docker.compose.container-number")
             .filter(|s| !s.is_empty())
@@ -80,8 +93,11 @@ impl Container {
     }
 
     /// Opted out with `LOGSPOUT=ignore`, `SPILLWAY=ignore` or the label
-    /// `spillway.ignore=true`.
+    /// `spillway.ignore=true` (for a pod's container, [`Pod::is_ignored`]).
     pub fn is_ignored(&self) -> bool {
+        if let Some(pod) = &self.pod {
+            return pod.is_ignored();
+        }
         self.env
             .iter()
             .any(|kv| kv == "LOGSPOUT=ignore" || kv == "SPILLWAY=ignore")
@@ -93,14 +109,21 @@ impl Container {
 
     /// The tags every envelope from this container carries.
     pub fn tags(&self, host: &str) -> std::collections::HashMap<String, String> {
-        let mut tags: std::collections::HashMap<String, String> = self
-            .labels
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("spillway.tag.")?.to_owned(), v.clone())))
-            .filter(|(k, _)| !k.is_empty())
-            .collect();
+        let mut tags = std::collections::HashMap::new();
+        if let Some(pod) = &self.pod {
+            pod.tags(&self.name, &mut tags);
+        } else {
+            tags.extend(
+                self.labels
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        Some((k.strip_prefix("spillway.tag.")?.to_owned(), v.clone()))
+                    })
+                    .filter(|(k, _)| !k.is_empty()),
+            );
+            tags.insert("container_name".into(), self.name.clone());
+        }
         tags.insert("container_id".into(), self.id.clone());
-        tags.insert("container_name".into(), self.name.clone());
         tags.insert("image".into(), self.image.clone());
         tags.insert("host".into(), host.to_owned());
         tags.insert("source_type".into(), "container".into());
@@ -342,6 +365,56 @@ mod tests {
         };
         assert_eq!(log.r#type, Type::Err as i32);
         assert_eq!(&log.payload[..], b"hello");
+    }
+
+    #[test]
+    fn a_pods_container_follows_the_pod() {
+        let pod = Pod {
+            namespace: "shop".into(),
+            name: "web-7d4b9c8f6d-x2k9p".into(),
+            uid: "uid-1".into(),
+            labels: [("pod-template-hash".to_owned(), "7d4b9c8f6d".to_owned())].into(),
+            annotations: Default::default(),
+        };
+        let mut c = Container {
+            name: "nginx".into(),
+            pod: Some(Arc::new(pod.clone())),
+            // Docker's rules would say otherwise.
+            env: vec!["SPILLWAY=ignore".into()],
+            labels: [("spillway.tag.team".to_owned(), "x".to_owned())].into(),
+            ..container()
+        };
+        assert_eq!(
+            (c.source_id(), c.instance_id()),
+            ("web", "web-7d4b9c8f6d-x2k9p")
+        );
+        assert!(!c.is_ignored());
+        let t = EnvelopeTemplate::new(&c, "node-7");
+        let e = t.envelope(Stream::Stdout, line("hi", 1));
+        let mut keys: Vec<&str> = e.tags.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "container",
+                "container_id",
+                "host",
+                "image",
+                "namespace",
+                "pod",
+                "pod_label.pod-template-hash",
+                "pod_uid",
+                "source_type"
+            ]
+        );
+        assert_eq!(e.tags["container"], "nginx");
+        assert_eq!(e.tags["source_type"], "container");
+        let mut ignored = pod;
+        ignored
+            .annotations
+            .insert("spillway.ignore".into(), "true".into());
+        c.pod = Some(Arc::new(ignored));
+        assert!(c.is_ignored());
     }
 
     /// The bytes of `encode` decode to exactly the envelope `envelope`

@@ -2,7 +2,7 @@
 //!
 //! Data flow:
 //!
-//! - Containers: [`docker`] follows the running containers; a source in
+//! - Containers: [`runtime`] follows the running containers; a source in
 //!   [`capture`] (eBPF capture in the kernel, or the Docker API) turns what
 //!   they write into lines ([`lines`]) and envelopes ([`container`]), parked
 //!   in one diode per shard ([`output`]) so each stream keeps its order.
@@ -17,11 +17,11 @@
 
 pub mod capture;
 pub mod container;
-pub mod docker;
 pub mod enrich;
 pub mod http;
 pub mod lines;
 pub mod output;
+pub mod runtime;
 pub mod shipper;
 
 use std::net::SocketAddr;
@@ -45,6 +45,7 @@ use spillway_routes::{Event, Hub, RouteMetrics, Routes};
 use crate::capture::SourceKind;
 use crate::enrich::Enricher;
 use crate::output::Output;
+use crate::runtime::{Endpoints, RuntimeKind};
 
 /// Node agent: takes envelopes from apps and ships them to routers.
 #[derive(Parser, Debug, Clone)]
@@ -100,9 +101,22 @@ pub struct Flags {
     #[arg(long, value_name = "DURATION", default_value = "250ms",
           value_parser = capture::files::parse_poll_interval)]
     pub files_poll_interval: Duration,
+    /// Which container runtime to follow: `auto` (the first whose socket
+    /// answers: Docker, then CRI, then podman), `docker`, `cri`
+    /// (containerd, CRI-O) or `podman`.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Auto)]
+    pub runtime: RuntimeKind,
     /// The Docker API (`unix:///path` or `tcp://host:port`).
-    #[arg(long, value_name = "URI", default_value_t = docker::default_host())]
+    #[arg(long, value_name = "URI", default_value_t = runtime::docker::default_host())]
     pub docker_host: String,
+    /// The CRI runtime's socket (`unix:///path`). Default: containerd's
+    /// (unix:///run/containerd/containerd.sock), else CRI-O's
+    /// (unix:///var/run/crio/crio.sock), whichever answers.
+    #[arg(long, value_name = "URI")]
+    pub cri_endpoint: Option<String>,
+    /// podman's Docker-compatible API (`podman system service`).
+    #[arg(long, value_name = "URI", default_value = runtime::docker::PODMAN_DEFAULT_HOST)]
+    pub podman_host: String,
     /// Bytes of each eBPF ring buffer (one per CPU): a power of two. The
     /// default holds about 100 ms of the highest rate measured here.
     /// At most 1 GiB.
@@ -252,9 +266,47 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     let policy = flags.batch.policy();
     let shards = output::shards(diodes.cores(), flags.buffer_per_core);
     let output = Output::new(shards.clone(), &host, metrics.clone(), hub.clone());
+    let cri_endpoints = flags.cri_endpoint.clone().unwrap_or_else(|| {
+        format!(
+            "{} or {}",
+            spillway_cri_api::CONTAINERD_ENDPOINT,
+            spillway_cri_api::CRIO_ENDPOINT
+        )
+    });
+    let needs_runtime = !matches!(flags.source, SourceKind::None | SourceKind::Files);
+    match flags.runtime {
+        _ if !needs_runtime => {}
+        RuntimeKind::Auto => health.pending(
+            capture::HEALTH_PART,
+            format!(
+                "finding the container runtime: asking Docker at {}, the CRI at {cri_endpoints}, podman at {}",
+                flags.docker_host, flags.podman_host
+            ),
+        ),
+        RuntimeKind::Cri => health.pending(
+            capture::HEALTH_PART,
+            format!("finding the CRI runtime at {cri_endpoints}"),
+        ),
+        RuntimeKind::Docker | RuntimeKind::Podman => {}
+    }
+    // The files source takes its tags from the files' paths.
+    let runtime = match needs_runtime {
+        false => None,
+        true => Some(
+            runtime::select(
+                flags.runtime,
+                &Endpoints {
+                    docker_host: flags.docker_host.clone(),
+                    cri_endpoint: flags.cri_endpoint.clone(),
+                    podman_host: flags.podman_host.clone(),
+                },
+            )
+            .await?,
+        ),
+    };
     let source = capture::start(
         flags.source,
-        &flags.docker_host,
+        runtime,
         flags.ring_bytes,
         capture::files::Options {
             dir: flags.pod_logs_dir.clone(),

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use spillway_collector::capture;
-use spillway_collector::docker::{self, Containers, Event};
 use spillway_collector::output::{self, Output, Shards};
+use spillway_collector::runtime::docker::{self, Containers, Event};
 use spillway_plumbing::metrics::SelfMetrics;
 use spillway_proto::v2::{Envelope, envelope::Message, log::Type};
 use tokio::net::{UnixListener, UnixStream};

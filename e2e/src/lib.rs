@@ -5,7 +5,9 @@
 //! The binaries come from the cargo target directory of the test itself
 //! (`cargo build --bins` first; `cargo xtask test` does it).
 
+pub mod containerd;
 pub mod docker;
+pub mod podman;
 pub mod rsyslog;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,7 +1,8 @@
 //! Container sources: what containers write to stdout and stderr, as
 //! envelopes in the [`Output`].
 //!
-//! The first two follow the same Docker metadata ([`crate::docker::watch`]):
+//! The first two follow the same container metadata, from the runtime
+//! ([`crate::runtime::Runtime::watch`]):
 //!
 //! - [`ebpf`]: a program at every syscall's exit copies what `write`/`writev`
 //!   wrote, in the kernel, at the moment of the write; one io_uring loop per ring buffer (one
@@ -15,7 +16,7 @@
 //!
 //! `--source auto` takes eBPF when this host and process allow it, else the
 //! log files when the pod logs directory exists (a Kubernetes node), else
-//! the Docker API, and logs why ([`choose`]).
+//! the Docker API (Docker and podman only), and logs why ([`choose`]).
 
 pub mod docker_api;
 pub mod ebpf;
@@ -28,8 +29,8 @@ use clap::ValueEnum;
 use spillway_plumbing::health::Health;
 use tokio::sync::mpsc;
 
-use crate::docker;
 use crate::output::Output;
+use crate::runtime::{Containers, Runtime};
 
 /// The part of the collector's `/health` that capture reports.
 pub const HEALTH_PART: &str = "capture";
@@ -95,16 +96,16 @@ pub fn choose<C>(
     })
 }
 
-/// Starts container capture as `kind` says, with eBPF rings of
-/// `ring_bytes` each, or the files source with `files`. Returns the
-/// source chosen; an error when the chosen source cannot run (bad Docker
-/// URI, eBPF asked for but unavailable, a state directory that cannot be
-/// made). The `capture` part of `health` is ready once the source runs
-/// and Docker's running containers are listed (the pod logs directory,
-/// for the files source).
+/// Starts container capture as `kind` says, following `runtime`, with
+/// eBPF rings of `ring_bytes` each, or the files source with `files`.
+/// Returns the source chosen; an error when the chosen source cannot run
+/// (eBPF asked for but unavailable, the Docker API asked for on a runtime
+/// without it, a state directory that cannot be made). The `capture` part
+/// of `health` is ready once the source runs and the runtime's running
+/// containers are listed (the pod logs directory, for the files source).
 pub fn start(
     kind: SourceKind,
-    docker_host: &str,
+    runtime: Option<Box<dyn Runtime>>,
     ring_bytes: u32,
     files: files::Options,
     output: Output,
@@ -129,28 +130,38 @@ pub fn start(
         tracing::info!("container capture: CRI log files in {dir}, read every {interval:?}");
         return Ok(SourceKind::Files);
     }
-    let docker = docker::connect(docker_host)?;
+    let runtime = runtime.ok_or("container capture needs a runtime")?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let chosen = match chosen {
-        Chosen::Ebpf(capture) => {
+    let described = runtime.describe();
+    let chosen = match (chosen, runtime.docker_api()) {
+        (Chosen::Ebpf(capture), _) => {
             let loops = capture.loops();
             ebpf::start(capture, rx, output, metrics.ebpf)?;
             tracing::info!(
-                "container capture: eBPF, {loops} io_uring loop(s); metadata from {docker_host}"
+                "container capture: eBPF, {loops} io_uring loop(s); metadata from {described}"
             );
             SourceKind::Ebpf
         }
-        Chosen::Files | Chosen::Docker => {
-            docker_api::spawn(docker.clone(), rx, output);
-            tracing::info!("container capture: Docker API log streams from {docker_host}");
+        (_, Some(docker)) => {
+            docker_api::spawn(docker, rx, output);
+            tracing::info!("container capture: Docker API log streams from {described}");
             SourceKind::Docker
+        }
+        (_, None) => {
+            return Err(format!(
+                "eBPF capture is not running and {described} has no Docker API to read logs from"
+            ));
         }
     };
     health.pending(
         HEALTH_PART,
-        format!("waiting for the list of running containers from Docker at {docker_host}"),
+        format!("waiting for the list of running containers from {described}"),
     );
-    docker::watch_notify(docker, tx, move || health.ready(HEALTH_PART));
+    runtime.watch(
+        tx,
+        Containers::default(),
+        Some(Box::new(move || health.ready(HEALTH_PART))),
+    );
     Ok(chosen)
 }
 

@@ -52,10 +52,10 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::container::{Container, EnvelopeTemplate, Stream};
-use crate::docker::Event;
-use crate::docker::time::split_timestamp;
 use crate::lines::{Assembler, Line, PARTIAL_LINE_TIMEOUT};
 use crate::output::Output;
+use crate::runtime::docker::Event;
+use crate::runtime::docker::time::split_timestamp;
 use cursor::{Cursor, Resume};
 use spillway_proto::now_nanos;
 use tty::TtyMessages;

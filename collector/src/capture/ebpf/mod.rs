@@ -24,8 +24,8 @@ use prometheus_client::metrics::family::Family;
 use spillway_plumbing::metrics::Labels;
 use tokio::sync::mpsc;
 
-use crate::docker::Event;
 use crate::output::Output;
+use crate::runtime::docker::Event;
 use kernel::{Capture, DropReason, KernelDrops, cgroup};
 use registry::Registry;
 use streams::LoopHandler;

@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 
 use super::kernel::{Capture, InodeKey, inode_of};
 use crate::container::{Container, EnvelopeTemplate, Stream};
-use crate::docker::Event;
 use crate::output::Output;
+use crate::runtime::docker::Event;
 
 /// How long a stopped container's streams stay registered.
 const STOP_GRACE: Duration = Duration::from_secs(2);

@@ -60,13 +60,14 @@ fn fs_magic(path: &Path) -> Option<i64> {
 }
 
 /// The container id a cgroup directory's name carries: `<64 hex>`
-/// (Docker's cgroupfs driver, containerd and CRI-O with cgroupfs) or
+/// (Docker's cgroupfs driver, containerd and CRI-O with cgroupfs),
+/// `libpod-<64 hex>` (podman's cgroupfs driver, under `/libpod_parent`) or
 /// `<prefix>-<64 hex>.scope` (the systemd driver: `docker-`,
 /// `cri-containerd-`, `crio-`, `libpod-`).
 pub fn container_id(name: &str) -> Option<&str> {
     let id = match name.strip_suffix(".scope") {
         Some(scope) => scope.rsplit_once('-')?.1,
-        None => name,
+        None => name.strip_prefix("libpod-").unwrap_or(name),
     };
     (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
@@ -91,6 +92,8 @@ mod tests {
             let name = format!("{prefix}-{id}.scope");
             assert_eq!(container_id(&name), Some(id.as_str()), "{name}");
         }
+        assert_eq!(container_id(&format!("libpod-{id}")), Some(id.as_str()));
+        assert_eq!(container_id(&format!("other-{id}")), None);
         assert_eq!(container_id("session-1.scope"), None);
         assert_eq!(container_id("docker"), None);
         assert_eq!(container_id(&id[..63]), None);
@@ -104,6 +107,8 @@ mod tests {
         assert_eq!(container_in_proc_cgroup(&v1), Some(id.as_str()));
         let systemd = format!("0::/system.slice/docker-{id}.scope\n");
         assert_eq!(container_in_proc_cgroup(&systemd), Some(id.as_str()));
+        let podman = format!("4:memory:/libpod_parent/libpod-{id}\n");
+        assert_eq!(container_in_proc_cgroup(&podman), Some(id.as_str()));
         let kube = format!("0::/kubepods/besteffort/pod1234/{id}\n");
         assert_eq!(container_in_proc_cgroup(&kube), Some(id.as_str()));
         assert_eq!(

@@ -22,9 +22,7 @@
 pub mod time;
 mod watch;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
 
 use bollard::{API_DEFAULT_VERSION, BollardRequest, Docker};
 use hyper_util::client::legacy::Client;
@@ -34,7 +32,75 @@ use spillway_plumbing::logging::error_chain;
 
 use crate::container::Container;
 
-pub use watch::{watch, watch_into, watch_notify};
+pub use super::{Containers, Event};
+use super::{Listed, Runtime};
+
+/// Where podman's Docker-compatible API listens when run as root
+/// (`podman system service`, or the `podman.socket` unit).
+pub const PODMAN_DEFAULT_HOST: &str = "unix:///run/podman/podman.sock";
+
+/// The Docker Engine API as a [`Runtime`]: dockerd, or podman's
+/// Docker-compatible API.
+pub struct DockerRuntime {
+    docker: Docker,
+    host: String,
+    /// "Docker" or "podman", for logs.
+    kind: &'static str,
+}
+
+impl DockerRuntime {
+    /// dockerd at `host` (see [`connect`]).
+    pub fn docker(host: &str) -> Result<Self, String> {
+        Ok(DockerRuntime {
+            docker: connect(host)?,
+            host: host.to_owned(),
+            kind: "Docker",
+        })
+    }
+
+    /// podman's Docker-compatible API at `host` (see [`connect`]).
+    pub fn podman(host: &str) -> Result<Self, String> {
+        Ok(DockerRuntime {
+            kind: "podman",
+            ..Self::docker(host)?
+        })
+    }
+
+    /// The daemon's name and version, if it answers within `within`.
+    pub async fn probe(&self, within: std::time::Duration) -> Result<String, String> {
+        let v = tokio::time::timeout(within, self.docker.version())
+            .await
+            .map_err(|_| format!("no answer within {within:?}"))?
+            .map_err(|e| error_chain(&e))?;
+        Ok(format!(
+            "{} {} (API {})",
+            self.kind,
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default()
+        ))
+    }
+}
+
+impl Runtime for DockerRuntime {
+    fn describe(&self) -> String {
+        format!("{} API at {}", self.kind, self.host)
+    }
+
+    fn watch(
+        &self,
+        tx: tokio::sync::mpsc::UnboundedSender<Event>,
+        known: Containers,
+        listed: Option<Listed>,
+    ) -> tokio::task::JoinHandle<()> {
+        watch::watch_with(self.docker.clone(), tx, known, listed)
+    }
+
+    fn docker_api(&self) -> Option<Docker> {
+        Some(self.docker.clone())
+    }
+}
+
+pub use watch::{watch, watch_into, watch_with};
 
 /// Where the Docker daemon listens unless told otherwise.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -145,87 +211,6 @@ fn unix_client(socket: PathBuf) -> Result<Docker, bollard::errors::Error> {
     )
 }
 
-/// What happened to a container, as sources need to know it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// The container runs (or ran: a container that exited before it could
-    /// be inspected comes with `pid` 0, so its output can still be read
-    /// through the Docker API; its `Stopped` follows). Sent at the first
-    /// list, on every start and rename, and again for every running
-    /// container after a reconnect: a `Running` for a known id is an
-    /// update (new name, or a restart: new `pid` and `started_at`).
-    Running(Arc<Container>),
-    /// The container died or was removed, or was found gone after a
-    /// reconnect. May come for an id never sent as `Running`, and twice
-    /// for one stop (die, then destroy).
-    Stopped { id: String },
-    /// The container runs but opted out of collection (see
-    /// [`Container::is_ignored`]): nothing it writes is to be shipped.
-    OptedOut { id: String },
-}
-
-/// The containers last sent as [`Event::Running`] and not stopped since,
-/// by full id; kept by [`watch_into`]. Cheap to clone and to read.
-#[derive(Clone, Debug, Default)]
-pub struct Containers(Arc<RwLock<HashMap<String, Arc<Container>>>>);
-
-impl Containers {
-    /// The container with this full id.
-    pub fn get(&self, id: &str) -> Option<Arc<Container>> {
-        self.read().get(id).cloned()
-    }
-
-    /// The container with this full id, name, or id prefix of at least 12
-    /// characters (as `docker` shows ids).
-    pub fn find(&self, id_or_name: &str) -> Option<Arc<Container>> {
-        let map = self.read();
-        if let Some(c) = map.get(id_or_name) {
-            return Some(c.clone());
-        }
-        let name = id_or_name.strip_prefix('/').unwrap_or(id_or_name);
-        map.values()
-            .find(|c| c.name == name || (id_or_name.len() >= 12 && c.id.starts_with(id_or_name)))
-            .cloned()
-    }
-
-    /// All of them, by name.
-    pub fn all(&self) -> Vec<Arc<Container>> {
-        let mut all: Vec<_> = self.read().values().cloned().collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        all
-    }
-
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.read().is_empty()
-    }
-
-    fn ids(&self) -> Vec<String> {
-        self.read().keys().cloned().collect()
-    }
-
-    fn insert(&self, c: Arc<Container>) {
-        self.write().insert(c.id.clone(), c);
-    }
-
-    fn remove(&self, id: &str) -> Option<Arc<Container>> {
-        self.write().remove(id)
-    }
-
-    // A panic elsewhere while holding the lock leaves the map consistent
-    // (every write is one insert or remove), so poisoning is ignored.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Container>>> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Container>>> {
-        self.0.write().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 /// A [`Container`] from `docker inspect`; `None` without an id.
 fn container_from_inspect(r: bollard::models::ContainerInspectResponse) -> Option<Container> {
     let id = r.id.filter(|id| !id.is_empty())?;
@@ -239,6 +224,7 @@ fn container_from_inspect(r: bollard::models::ContainerInspectResponse) -> Optio
         labels: config.labels.unwrap_or_default().into_iter().collect(),
         env: config.env.unwrap_or_default(),
         tty: config.tty.unwrap_or(false),
+        pod: None,
         pid: state
             .pid
             .filter(|_| state.running == Some(true))
@@ -366,24 +352,5 @@ mod tests {
             container_from_inspect(ContainerInspectResponse::default()),
             None
         );
-    }
-
-    #[test]
-    fn containers_lookup() {
-        let known = Containers::default();
-        let c = Arc::new(Container {
-            id: "0123456789ab".repeat(5) + "cdef",
-            name: "web".into(),
-            ..Default::default()
-        });
-        known.insert(c.clone());
-        assert_eq!(known.get(&c.id), Some(c.clone()));
-        assert_eq!(known.find("web"), Some(c.clone()));
-        assert_eq!(known.find("/web"), Some(c.clone()));
-        assert_eq!(known.find("0123456789ab"), Some(c.clone()));
-        assert_eq!(known.find("0123"), None, "too short a prefix");
-        assert_eq!(known.all(), vec![c.clone()]);
-        known.remove(&c.id);
-        assert!(known.is_empty());
     }
 }

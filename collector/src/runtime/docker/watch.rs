@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 use super::time::{docker_since, parse_rfc3339};
 use super::{Containers, Event, container_from_inspect};
 use crate::container::Container;
+use crate::runtime::Listed;
 use spillway_proto::now_nanos;
 
 /// The container events that change what runs.
@@ -51,23 +52,24 @@ pub fn watch(docker: Docker, tx: UnboundedSender<Event>) -> JoinHandle<()> {
     watch_into(docker, tx, Containers::default())
 }
 
-/// [`watch`], calling `listed` once, when the running containers have been
-/// listed and sent for the first time (capture is ready then).
-pub fn watch_notify(
-    docker: Docker,
-    tx: UnboundedSender<Event>,
-    listed: impl FnOnce() + Send + Sync + 'static,
-) -> JoinHandle<()> {
-    let mut watcher = Watcher::new(docker, tx, Containers::default());
-    watcher.listed = Some(Box::new(listed));
-    tokio::spawn(watcher.run())
-}
-
 /// [`watch`], also keeping `known` up to date: it holds exactly the
 /// containers sent as `Running` and not `Stopped` since (updated before
 /// the event is sent).
 pub fn watch_into(docker: Docker, tx: UnboundedSender<Event>, known: Containers) -> JoinHandle<()> {
-    tokio::spawn(Watcher::new(docker, tx, known).run())
+    watch_with(docker, tx, known, None)
+}
+
+/// [`watch_into`], calling `listed` once, when the running containers have
+/// been listed and sent for the first time (capture is ready then).
+pub fn watch_with(
+    docker: Docker,
+    tx: UnboundedSender<Event>,
+    known: Containers,
+    listed: Option<Listed>,
+) -> JoinHandle<()> {
+    let mut watcher = Watcher::new(docker, tx, known);
+    watcher.listed = listed;
+    tokio::spawn(watcher.run())
 }
 
 /// Why a session ended.
@@ -93,7 +95,7 @@ struct Watcher {
     /// Running containers that opted out, so that each is logged once.
     ignored: HashSet<String>,
     /// Called after the first list.
-    listed: Option<Box<dyn FnOnce() + Send + Sync>>,
+    listed: Option<Listed>,
 }
 
 impl Watcher {
