@@ -17,6 +17,7 @@ pub mod v2 {
 }
 
 pub mod codec;
+pub mod encoded;
 mod envelope;
 pub use envelope::{Kind, now_nanos};
 pub mod json;
