@@ -34,12 +34,114 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::codec::Codec")
         .compile_fds(descriptors)?;
 
+    encoded_services(&out)?;
+
     pbjson_build::Builder::new()
         .register_descriptors(&std::fs::read(&descriptor_path)?)?
         .preserve_proto_field_names()
         .emit_fields()
         .build(&[".loggregator.v2"])?;
     patch_doubles(&out.join("loggregator.v2.serde.rs"))
+}
+
+/// The Ingress and Egress services and the Egress client of
+/// `crate::encoded`: the same gRPC paths with types that carry envelopes
+/// as bytes (see `src/encoded.rs`).
+fn encoded_services(out: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    use tonic_build::manual::{Builder, Method, Service};
+    const CODEC: &str = "crate::encoded::Codec";
+    let method = |name: &str, route: &str, input: &str, output: &str| {
+        Method::builder()
+            .name(name)
+            .route_name(route)
+            .input_type(input)
+            .output_type(output)
+            .codec_path(CODEC)
+    };
+    let service = |name: &str, methods: Vec<Method>| {
+        methods
+            .into_iter()
+            .fold(
+                Service::builder().name(name).package("loggregator.v2"),
+                |s, m| s.method(m),
+            )
+            .build()
+    };
+    let ingress = service(
+        "Ingress",
+        vec![
+            method(
+                "sender",
+                "Sender",
+                "crate::encoded::WireEnvelope",
+                "crate::v2::IngressResponse",
+            )
+            .client_streaming()
+            .build(),
+            method(
+                "batch_sender",
+                "BatchSender",
+                "crate::encoded::WireBatch",
+                "crate::v2::BatchSenderResponse",
+            )
+            .client_streaming()
+            .build(),
+            method(
+                "send",
+                "Send",
+                "crate::encoded::WireBatch",
+                "crate::v2::SendResponse",
+            )
+            .build(),
+        ],
+    );
+    let egress = service(
+        "Egress",
+        vec![
+            method(
+                "receiver",
+                "Receiver",
+                "crate::v2::EgressRequest",
+                "bytes::Bytes",
+            )
+            .server_streaming()
+            .build(),
+            method(
+                "batched_receiver",
+                "BatchedReceiver",
+                "crate::v2::EgressBatchRequest",
+                "crate::encoded::EnvelopeList",
+            )
+            .server_streaming()
+            .build(),
+        ],
+    );
+    let server_dir = out.join("encoded/server");
+    std::fs::create_dir_all(&server_dir)?;
+    Builder::new()
+        .build_client(false)
+        .out_dir(&server_dir)
+        .compile(&[ingress, egress]);
+    let egress_client = service(
+        "Egress",
+        vec![
+            method(
+                "batched_receiver",
+                "BatchedReceiver",
+                "crate::v2::EgressBatchRequest",
+                "crate::encoded::WireBatch",
+            )
+            .server_streaming()
+            .build(),
+        ],
+    );
+    let client_dir = out.join("encoded/client");
+    std::fs::create_dir_all(&client_dir)?;
+    Builder::new()
+        .build_server(false)
+        .out_dir(&client_dir)
+        .compile(&[egress_client]);
+    Ok(())
 }
 
 /// pbjson writes `double` fields through serde, which turns NaN and the

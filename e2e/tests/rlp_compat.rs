@@ -158,3 +158,79 @@ async fn without_preferred_tags_every_tag_is_text() {
         "a deprecated tag that is not also a tag keeps its value: {e:?}"
     );
 }
+
+/// Envelopes travel encoded: what a sender wrote reaches a consumer of the
+/// RLP byte for byte, through the router and the RLP (the tags in the
+/// order the sender wrote them, a field this version does not know kept),
+/// never decoded and encoded again on the way. A consumer without
+/// preferred tags gets a converted copy of the same envelope.
+#[tokio::test(flavor = "multi_thread")]
+async fn envelopes_reach_consumers_byte_for_byte() {
+    use bytes::Bytes;
+    use prost::Message as _;
+    use spillway_proto::encoded::client::egress_client::EgressClient as WireEgressClient;
+    use spillway_proto::preencoded::{self, field};
+
+    let certs = Certs::new();
+    let router = Router::start(&certs, &[]);
+    let rlp = Rlp::start(&certs, &[&router], &[]);
+    let subscribe = |preferred: bool| {
+        let mut req = request("raw", &[Kind::Log], "");
+        req.use_preferred_tags = preferred;
+        let rlp_port = rlp.port;
+        let client = certs.client();
+        async move {
+            WireEgressClient::new(channel(rlp_port, client).await)
+                .batched_receiver(req)
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let mut preferred = subscribe(true).await;
+    let mut deprecated = subscribe(false).await;
+    eventually(WAIT, "subscribed", || router.subscriptions() >= 2).await;
+
+    // A log envelope as some other encoder may write it: tags in no
+    // particular order, and a field 15 this version does not know.
+    let base = numbered_log("raw", 1);
+    let mut sent = base.encode_to_vec();
+    for (k, v) in [("zeta", "1"), ("alpha", "2"), ("mid", "3")] {
+        preencoded::put_string_map_entry(&mut sent, field::ENVELOPE_TAGS, k, v);
+    }
+    sent.extend([0x78, 0x2a]);
+    let mut batch = Vec::new();
+    preencoded::put_batch_entry(&mut batch, &sent);
+    let mut expected = base;
+    for (k, v) in [("zeta", "1"), ("alpha", "2"), ("mid", "3")] {
+        expected.tags.insert(k.into(), v.into());
+    }
+    assert_eq!(Envelope::decode(&sent[..]).unwrap(), expected);
+
+    preencoded::batch_sender(
+        channel(router.port, certs.client()).await,
+        usize::MAX,
+        futures::stream::iter([Bytes::from(batch)]),
+    )
+    .await
+    .expect("the router takes the batch");
+
+    async fn first(stream: &mut tonic::Streaming<spillway_proto::encoded::WireBatch>) -> Bytes {
+        let batch = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("an envelope within 10 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch.0.len(), 1);
+        batch.0[0].bytes().clone()
+    }
+    assert_eq!(&first(&mut preferred).await[..], &sent[..], "byte for byte");
+    let converted = Envelope::decode(first(&mut deprecated).await).unwrap();
+    assert!(converted.tags.is_empty(), "{converted:?}");
+    assert_eq!(
+        converted.deprecated_tags["zeta"],
+        Value {
+            data: Some(Data::Text("1".into()))
+        }
+    );
+}

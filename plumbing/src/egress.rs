@@ -1,14 +1,19 @@
 //! The v2 Egress gRPC service, shared by the router and the RLP: each call
-//! is a subscription ([`Subscribe`]) whose diode is served to the consumer
-//! by a task that cuts batches out of it ([`serve_diode`]).
+//! is a subscription ([`Subscribe`]) whose diode of encoded envelopes is
+//! served to the consumer by a task that cuts batches out of it
+//! ([`serve_diode`]). Envelopes travel as the bytes they arrived as: a
+//! batch is written by framing each envelope's bytes unchanged
+//! ([`EnvelopeList`]), never decoded or encoded again.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use prost::Message as _;
-use spillway_proto::v2::egress_server::{Egress, EgressServer};
-use spillway_proto::v2::{EgressBatchRequest, EgressRequest, Envelope, EnvelopeBatch};
+use spillway_proto::encoded::EnvelopeList;
+use spillway_proto::encoded::server::egress_server::{Egress, EgressServer};
+use spillway_proto::preencoded::batch_entry_len;
+use spillway_proto::v2::{EgressBatchRequest, EgressRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -18,23 +23,23 @@ use crate::diode::Diode;
 use crate::metrics::{Direction, SelfMetrics, reason};
 
 /// A stream of batches for tonic.
-pub type BatchStream = ReceiverStream<Result<EnvelopeBatch, Status>>;
+pub type BatchStream = ReceiverStream<Result<EnvelopeList, Status>>;
 /// A stream of single envelopes for tonic (the `Receiver` RPC).
-pub type EnvelopeStream = Pin<Box<dyn Stream<Item = Result<Envelope, Status>> + Send>>;
+pub type EnvelopeStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
 
 /// Spawns the task that batches `diode` into the returned stream until the
 /// consumer goes away; `guard` (the subscription) lives as long as the task
 /// and counts what is left in the diode when it is dropped.
-/// Batches are cut by `policy` and kept under [`batch::MAX_BATCH_BYTES`].
-pub fn serve_diode<T, G>(
-    diode: Arc<Diode<T>>,
+/// Batches are cut by `policy` and, by the envelopes' byte lengths, kept
+/// under [`batch::MAX_BATCH_BYTES`] (an envelope larger than that travels
+/// alone).
+pub fn serve_diode<G>(
+    diode: Arc<Diode<Bytes>>,
     guard: G,
     policy: BatchPolicy,
     metrics: Arc<SelfMetrics>,
-    into_envelope: fn(T) -> Envelope,
 ) -> BatchStream
 where
-    T: Send + Sync + 'static,
     G: Send + 'static,
 {
     let (tx, rx) = mpsc::channel(2);
@@ -42,17 +47,16 @@ where
         let _guard = guard;
         let mut batcher = batch::Batcher::new(policy);
         loop {
-            let items = tokio::select! {
+            let envelopes = tokio::select! {
                 b = batcher.next(&*diode) => b,
                 _ = tx.closed() => return,
             };
-            let envelopes: Vec<Envelope> = items.into_iter().map(into_envelope).collect();
             let mut left = envelopes.len() as u64;
-            for chunk in
-                batch::chunk_by_bytes(envelopes, batch::MAX_BATCH_BYTES, |e| e.encoded_len() + 4)
-            {
+            for chunk in batch::chunk_by_bytes(envelopes, batch::MAX_BATCH_BYTES, |e| {
+                batch_entry_len(e.len())
+            }) {
                 let n = chunk.len() as u64;
-                if tx.send(Ok(EnvelopeBatch { batch: chunk })).await.is_err() {
+                if tx.send(Ok(EnvelopeList(chunk))).await.is_err() {
                     // The consumer went away: what this batch still held is
                     // lost with the stream (what stays in the diode is
                     // counted by the guard, the subscription).
@@ -71,8 +75,8 @@ where
 /// Unbatches a batch stream for the single-envelope `Receiver` RPC.
 pub fn one_by_one(batches: BatchStream) -> EnvelopeStream {
     Box::pin(batches.flat_map(|batch| {
-        let items: Vec<Result<Envelope, Status>> = match batch {
-            Ok(b) => b.batch.into_iter().map(Ok).collect(),
+        let items: Vec<Result<Bytes, Status>> = match batch {
+            Ok(b) => b.0.into_iter().map(Ok).collect(),
             Err(e) => vec![Err(e)],
         };
         futures::stream::iter(items)

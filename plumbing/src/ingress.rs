@@ -1,14 +1,20 @@
 //! The v2 Ingress gRPC service (Sender, BatchSender, Send), shared by the
 //! collector (apps send to it) and the router (collectors send to it).
 //!
-//! It decodes what arrives and hands each batch to a [`Sink`]; it never
+//! [`IngressService`] decodes what arrives and hands each batch to a [`Sink`]; it never
 //! waits on what happens next. A malformed message ends that one stream
 //! with an error status (InvalidArgument; ResourceExhausted for a batch of
 //! too many envelopes; OutOfRange for one over the size limit), counted in
 //! `spillway_refused_messages_total{reason}`; other streams are untouched.
+//! [`WireIngressService`] is the same service for a hop that forwards
+//! envelopes as bytes: it peeks them instead of decoding them.
 
 use std::sync::Arc;
 
+use spillway_proto::encoded::server::ingress_server::{
+    Ingress as WireIngress, IngressServer as WireIngressServer,
+};
+use spillway_proto::encoded::{WireBatch, WireEnvelope};
 use spillway_proto::v2::ingress_server::{Ingress, IngressServer};
 use spillway_proto::v2::{
     BatchSenderResponse, Envelope, EnvelopeBatch, IngressResponse, SendResponse,
@@ -83,6 +89,77 @@ impl<S: Sink> Ingress for IngressService<S> {
         request: Request<EnvelopeBatch>,
     ) -> Result<Response<SendResponse>, Status> {
         self.take(request.into_inner().batch);
+        Ok(Response::new(SendResponse {}))
+    }
+}
+
+/// Where received encoded envelopes go. Must not block.
+pub trait WireSink: Send + Sync + 'static {
+    fn accept(&self, batch: Vec<WireEnvelope>);
+}
+
+impl<F: Fn(Vec<WireEnvelope>) + Send + Sync + 'static> WireSink for F {
+    fn accept(&self, batch: Vec<WireEnvelope>) {
+        self(batch)
+    }
+}
+
+/// The v2 Ingress service for a hop that forwards envelopes as the bytes
+/// they came as (the router): each message is checked and peeked
+/// ([`spillway_proto::encoded`]), never decoded into prost structs. Refusals
+/// and their counting are those of [`IngressService`].
+pub struct WireIngressService<S> {
+    sink: Arc<S>,
+    metrics: Arc<SelfMetrics>,
+}
+
+impl<S: WireSink> WireIngressService<S> {
+    /// The service wrapped for tonic, accepting messages up to
+    /// `max_message_bytes`.
+    pub fn server(
+        sink: Arc<S>,
+        metrics: Arc<SelfMetrics>,
+        max_message_bytes: usize,
+    ) -> WireIngressServer<Self> {
+        WireIngressServer::new(WireIngressService { sink, metrics })
+            .max_decoding_message_size(max_message_bytes)
+    }
+
+    fn take(&self, batch: Vec<WireEnvelope>) {
+        if batch.is_empty() {
+            return;
+        }
+        self.metrics.ingress.inc_by(batch.len() as u64);
+        self.sink.accept(batch);
+    }
+}
+
+#[tonic::async_trait]
+impl<S: WireSink> WireIngress for WireIngressService<S> {
+    async fn sender(
+        &self,
+        request: Request<Streaming<WireEnvelope>>,
+    ) -> Result<Response<IngressResponse>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(envelope) = stream.message().await? {
+            self.take(vec![envelope]);
+        }
+        Ok(Response::new(IngressResponse {}))
+    }
+
+    async fn batch_sender(
+        &self,
+        request: Request<Streaming<WireBatch>>,
+    ) -> Result<Response<BatchSenderResponse>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.message().await? {
+            self.take(batch.0);
+        }
+        Ok(Response::new(BatchSenderResponse {}))
+    }
+
+    async fn send(&self, request: Request<WireBatch>) -> Result<Response<SendResponse>, Status> {
+        self.take(request.into_inner().0);
         Ok(Response::new(SendResponse {}))
     }
 }

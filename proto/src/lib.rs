@@ -33,6 +33,7 @@ pub mod plumbing {
 }
 
 pub mod codec;
+pub mod encoded;
 mod envelope;
 pub use envelope::{Kind, now_nanos};
 pub mod json;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use spillway_plumbing::batch::BatchPolicy;
 use spillway_plumbing::egress::{self, BatchStream, EgressService, Subscribe};
 use spillway_plumbing::metrics::SelfMetrics;
+use spillway_proto::encoded::server::egress_server::EgressServer;
 use spillway_proto::v2::EgressBatchRequest;
-use spillway_proto::v2::egress_server::EgressServer;
 use tonic::Status;
 
 use crate::fanin::Fanin;
@@ -41,7 +41,6 @@ impl Subscribe for RlpEgress {
             consumer,
             self.policy,
             self.metrics.clone(),
-            |e| e,
         ))
     }
 }

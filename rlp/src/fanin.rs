@@ -8,8 +8,11 @@
 //!
 //! The routers are those [`crate::discovery`] knows now: a consumer is
 //! subscribed on a router that appears and unsubscribed from one that goes.
-//! What arrives from the routers goes into the consumer's own diode, tags
-//! converted as the consumer asked (`use_preferred_tags`). A router that
+//! What arrives from the routers is checked and peeked, never decoded
+//! ([`spillway_proto::encoded`]), and goes into the consumer's own diode as
+//! the bytes it came as; only an envelope whose tags must move to the form
+//! the consumer asked for (`use_preferred_tags`) is decoded and converted
+//! ([`with_tags_for`]). A router that
 //! stops answering is resubscribed with backoff until it returns or leaves
 //! the set.
 
@@ -19,13 +22,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use spillway_plumbing::backoff::Backoff;
 use spillway_plumbing::diode::Diode;
 use spillway_plumbing::logging::RateLimited;
 use spillway_plumbing::metrics::{Direction, SelfMetrics, reason};
-use spillway_proto::v2::{
-    EgressBatchRequest, Envelope, Value, egress_client::EgressClient, value::Data,
-};
+use spillway_proto::encoded::WireEnvelope;
+use spillway_proto::encoded::client::egress_client::EgressClient;
+use spillway_proto::v2::{EgressBatchRequest, Envelope, Value, value::Data};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -64,7 +68,7 @@ impl From<Refused> for tonic::Status {
 
 /// A consumer's subscription on every router; dropping it unsubscribes.
 pub struct Consumer {
-    pub diode: Arc<Diode<Envelope>>,
+    pub diode: Arc<Diode<Bytes>>,
     /// Follows the router set; owns one task per router.
     task: AbortOnDrop,
     fanin: Arc<Fanin>,
@@ -146,7 +150,7 @@ impl Fanin {
 async fn follow_all(
     mut routers: watch::Receiver<RouterSet>,
     req: EgressBatchRequest,
-    diode: Arc<Diode<Envelope>>,
+    diode: Arc<Diode<Bytes>>,
     metrics: Arc<SelfMetrics>,
 ) {
     let mut following: HashMap<SocketAddr, AbortOnDrop> = HashMap::new();
@@ -176,7 +180,7 @@ async fn follow_all(
 async fn follow(
     router: Arc<Router>,
     req: EgressBatchRequest,
-    diode: Arc<Diode<Envelope>>,
+    diode: Arc<Diode<Bytes>>,
     metrics: Arc<SelfMetrics>,
 ) {
     let mut backoff = Backoff::for_peers();
@@ -192,11 +196,10 @@ async fn follow(
                     match stream.message().await {
                         Ok(Some(batch)) => {
                             backoff.reset();
-                            metrics.ingress.inc_by(batch.batch.len() as u64);
+                            metrics.ingress.inc_by(batch.0.len() as u64);
                             let mut dropped = 0;
-                            for mut e in batch.batch {
-                                convert_tags(&mut e, preferred);
-                                dropped += u64::from(diode.push(e));
+                            for e in batch.0 {
+                                dropped += u64::from(diode.push(with_tags_for(e, preferred)));
                             }
                             metrics.dropped_because(
                                 Direction::Egress,
@@ -227,6 +230,23 @@ async fn follow(
         }
         backoff.wait().await;
     }
+}
+
+/// The bytes a consumer gets: as they came from the router, unless its
+/// tags must move to the side the consumer asked for; only then is the
+/// envelope decoded, converted ([`convert_tags`]) and encoded again.
+pub fn with_tags_for(e: WireEnvelope, use_preferred_tags: bool) -> Bytes {
+    let converts = if use_preferred_tags {
+        e.has_deprecated_tags()
+    } else {
+        e.has_tags()
+    };
+    if !converts {
+        return e.into_bytes();
+    }
+    let mut envelope = e.decode();
+    convert_tags(&mut envelope, use_preferred_tags);
+    Bytes::from(prost::Message::encode_to_vec(&envelope))
 }
 
 /// Tags as Loggregator's RLP converges them. With `use_preferred_tags`,
@@ -260,6 +280,41 @@ pub fn convert_tags(e: &mut Envelope, use_preferred_tags: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_envelopes_whose_tags_move_are_converted() {
+        let mut tagged = Envelope::log(1, "a", "0", "x", spillway_proto::v2::log::Type::Out);
+        tagged.tags.insert("k".into(), "v".into());
+        let mut old = tagged.clone();
+        old.tags.clear();
+        old.deprecated_tags.insert(
+            "n".into(),
+            Value {
+                data: Some(Data::Integer(5)),
+            },
+        );
+        for (e, preferred, converts) in [
+            (&tagged, true, false),
+            (&tagged, false, true),
+            (&old, true, true),
+            (&old, false, false),
+        ] {
+            let wire = WireEnvelope::from_envelope(e);
+            let sent = wire.bytes().clone();
+            let got = with_tags_for(wire, preferred);
+            let mut expected = e.clone();
+            convert_tags(&mut expected, preferred);
+            assert_eq!(
+                <Envelope as prost::Message>::decode(got.clone()).unwrap(),
+                expected
+            );
+            assert_eq!(
+                got.as_ptr() != sent.as_ptr(),
+                converts,
+                "{e:?} preferred={preferred}"
+            );
+        }
+    }
 
     #[test]
     fn tags_move_to_where_the_consumer_wants_them() {

@@ -261,7 +261,7 @@ fn sse_body(consumer: Consumer, gw: Arc<Gateway>) -> Body {
                 _ = until_not_empty(&consumer) => {
                     let envelopes = batcher.next(&*consumer.diode).await;
                     let n = envelopes.len() as u64;
-                    match data_frame(EnvelopeBatch { batch: envelopes }) {
+                    match data_frame(&envelopes) {
                         Some(frame) => (frame, n),
                         None => {
                             gw.metrics.dropped_because(Direction::Egress, reason::UNENCODABLE, n);
@@ -292,9 +292,17 @@ fn sse_body(consumer: Consumer, gw: Arc<Gateway>) -> Body {
     Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>))
 }
 
-/// `data: <batch as protobuf-JSON>` and a blank line; `None` if the batch
-/// has no protobuf-JSON form (ingress normalisation should prevent that).
-fn data_frame(batch: EnvelopeBatch) -> Option<Bytes> {
+/// `data: <batch as protobuf-JSON>` and a blank line, from the envelopes'
+/// bytes; `None` if the batch has no protobuf-JSON form (ingress
+/// normalisation and the checks of every hop should prevent that).
+fn data_frame(envelopes: &[Bytes]) -> Option<Bytes> {
+    let batch = EnvelopeBatch {
+        batch: envelopes
+            .iter()
+            .map(|e| prost::Message::decode(e.clone()))
+            .collect::<Result<_, _>>()
+            .ok()?,
+    };
     let mut frame = b"data: ".to_vec();
     serde_json::to_writer(&mut frame, &batch).ok()?;
     frame.extend_from_slice(b"\n\n");

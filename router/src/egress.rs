@@ -1,13 +1,14 @@
 //! The router's side of v2 Egress: each consumer call is a subscription in
-//! the pub/sub, batched out of its own diode.
+//! the pub/sub, batched out of its own diode: the envelopes' bytes as the
+//! collectors sent them, written unchanged.
 
 use std::sync::Arc;
 
 use spillway_plumbing::batch::BatchPolicy;
 use spillway_plumbing::egress::{self, BatchStream, EgressService, Subscribe};
 use spillway_plumbing::metrics::SelfMetrics;
+use spillway_proto::encoded::server::egress_server::EgressServer;
 use spillway_proto::v2::EgressBatchRequest;
-use spillway_proto::v2::egress_server::EgressServer;
 use tonic::Status;
 
 use crate::pubsub::PubSub;
@@ -44,7 +45,6 @@ impl Subscribe for RouterEgress {
             handle,
             self.policy,
             self.metrics.clone(),
-            Arc::unwrap_or_clone,
         ))
     }
 }

@@ -2,10 +2,12 @@
 //! from Loggregator agents (v1, [`v1`]) and routes them to subscribers (v2
 //! Egress), all on one gRPC port.
 //!
-//! Data flow: [`ingress`](spillway_plumbing::ingress) decodes batches (and
-//! [`v1`] converts v1 envelopes) →
-//! [`pubsub::PubSub::publish`] matches [`selectors`] and shard groups → each
-//! subscription's diode → [`egress`] batches out to its consumer.
+//! Data flow: [`ingress`](spillway_plumbing::ingress) checks and peeks
+//! batches (envelopes stay bytes, [`spillway_proto::encoded`]; [`v1`]
+//! converts v1 envelopes and encodes them) →
+//! [`pubsub::PubSub::publish`] matches [`selectors`] and shard groups on the
+//! peeked keys → each subscription's diode (the shared bytes) →
+//! [`egress`] writes them out to its consumer unchanged.
 
 pub mod egress;
 pub mod pubsub;
@@ -19,9 +21,10 @@ use std::sync::Arc;
 use clap::Parser;
 use spillway_plumbing::batch::BatchArgs;
 use spillway_plumbing::grpc::{self, DEFAULT_MAX_MESSAGE_BYTES};
-use spillway_plumbing::ingress::IngressService;
+use spillway_plumbing::ingress::WireIngressService;
 use spillway_plumbing::metrics::{self, SelfMetrics, SelfMetricsArgs};
 use spillway_plumbing::tls::TlsArgs;
+use spillway_proto::encoded::WireEnvelope;
 
 use crate::egress::RouterEgress;
 use crate::pubsub::PubSub;
@@ -77,23 +80,38 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
 
     let ingress = {
         let pubsub = pubsub.clone();
-        Arc::new(move |mut batch: Vec<spillway_proto::v2::Envelope>| {
-            for e in &mut batch {
-                e.normalize_at_ingress();
-            }
-            pubsub.publish(batch)
+        Arc::new(move |batch: Vec<WireEnvelope>| {
+            pubsub.publish(
+                batch
+                    .into_iter()
+                    .map(WireEnvelope::normalize_at_ingress)
+                    .collect(),
+            )
+        })
+    };
+    // v1 envelopes arrive decoded (and converted): encoded here once.
+    let v1_ingress = {
+        let pubsub = pubsub.clone();
+        Arc::new(move |batch: Vec<spillway_proto::v2::Envelope>| {
+            pubsub.publish(
+                batch
+                    .iter()
+                    .map(WireEnvelope::from_envelope)
+                    .map(WireEnvelope::normalize_at_ingress)
+                    .collect(),
+            )
         })
     };
     let grpc_listener = grpc::bind("--addr", flags.addr).await?;
     let http_listener = grpc::bind("--metrics-addr", flags.metrics_addr).await?;
     let server = grpc::builder()
-        .add_service(IngressService::server(
-            ingress.clone(),
+        .add_service(WireIngressService::server(
+            ingress,
             metrics.clone(),
             flags.max_message_bytes,
         ))
         .add_service(V1Ingest::server(
-            ingress,
+            v1_ingress,
             metrics.clone(),
             flags.max_message_bytes,
         ))
@@ -114,7 +132,9 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         metrics.spawn_emitter(
             instance,
             flags.self_metrics.metrics_interval,
-            move |envelopes| pubsub.publish(envelopes),
+            move |envelopes| {
+                pubsub.publish(envelopes.iter().map(WireEnvelope::from_envelope).collect())
+            },
         );
     }
     tracing::info!(

@@ -24,10 +24,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
+use bytes::Bytes;
 use spillway_plumbing::diode::Diode;
 use spillway_plumbing::fnv;
 use spillway_plumbing::metrics::{Direction, SelfMetrics, reason};
-use spillway_proto::v2::{EgressBatchRequest, Envelope, envelope::Message};
+use spillway_proto::Kind;
+use spillway_proto::encoded::WireEnvelope;
+use spillway_proto::v2::EgressBatchRequest;
 
 use crate::selectors::Selector;
 
@@ -37,8 +40,9 @@ pub struct Subscription {
     shard_id: String,
     deterministic_name: String,
     selectors: Vec<Selector>,
-    /// Envelopes waiting for this consumer.
-    pub diode: Arc<Diode<Arc<Envelope>>>,
+    /// Envelopes waiting for this consumer, as the bytes they came as
+    /// (shared with every other subscription that gets them).
+    pub diode: Arc<Diode<Bytes>>,
 }
 
 pub struct PubSub {
@@ -150,7 +154,7 @@ impl PubSub {
 
     /// Delivers each envelope to every subscription that selects it, and to
     /// one member of each shard group that selects it.
-    pub fn publish(&self, batch: Vec<Envelope>) {
+    pub fn publish(&self, batch: Vec<WireEnvelope>) {
         let snap = self
             .snapshot
             .read()
@@ -174,11 +178,10 @@ impl PubSub {
                 unselected += 1;
                 continue;
             }
-            let envelope = Arc::new(envelope);
             grouped.clear();
             for &s in &hits {
                 match snap.group_of[s] {
-                    None => self.deliver(&snap.subs[s], &envelope),
+                    None => self.deliver(&snap.subs[s], envelope.bytes()),
                     Some(g) => grouped.push((g, s)),
                 }
             }
@@ -195,14 +198,14 @@ impl PubSub {
                     Some(h) => (h % run.len() as u64) as usize,
                     None => group.next.fetch_add(1, Ordering::Relaxed) % run.len(),
                 };
-                self.deliver(&snap.subs[run[pick].1], &envelope);
+                self.deliver(&snap.subs[run[pick].1], envelope.bytes());
             }
         }
         self.metrics
             .dropped_because(Direction::Egress, reason::NO_SUBSCRIBER, unselected);
     }
 
-    fn deliver(&self, sub: &Subscription, envelope: &Arc<Envelope>) {
+    fn deliver(&self, sub: &Subscription, envelope: &Bytes) {
         if sub.diode.push(envelope.clone()) {
             self.metrics
                 .dropped_because(Direction::Egress, reason::CONSUMER_SLOW, 1);
@@ -264,10 +267,10 @@ impl Snapshot {
 
     /// Indices of subscriptions with a selector matching `e`, sorted, each
     /// once (a subscription whose selectors overlap gets an envelope once).
-    fn matching(&self, e: &Envelope, out: &mut Vec<usize>) {
+    fn matching(&self, e: &WireEnvelope, out: &mut Vec<usize>) {
         let by_source = self
             .by_source
-            .get(&e.source_id)
+            .get(e.source_id())
             .map(Vec::as_slice)
             .unwrap_or_default();
         for &(s, k) in by_source.iter().chain(&self.any_source) {
@@ -280,17 +283,14 @@ impl Snapshot {
     }
 }
 
-/// For counters and gauges, a stable hash of what names the metric.
-fn metric_hash(e: &Envelope) -> Option<u64> {
-    match e.message.as_ref()? {
-        Message::Counter(c) => Some(fnv::hash(c.name.as_bytes(), fnv::OFFSET)),
-        Message::Gauge(g) => {
-            let mut names: Vec<&String> = g.metrics.keys().collect();
-            names.sort();
-            Some(names.iter().fold(fnv::OFFSET, |h, n| {
-                fnv::hash(b"\0", fnv::hash(n.as_bytes(), h))
-            }))
-        }
+/// For counters and gauges, a stable hash of what names the metric (the
+/// gauge's names in sorted order, as the peek gives them).
+fn metric_hash(e: &WireEnvelope) -> Option<u64> {
+    match e.kind()? {
+        Kind::Counter => Some(fnv::hash(e.counter_name().as_bytes(), fnv::OFFSET)),
+        Kind::Gauge => Some(e.gauge_names().fold(fnv::OFFSET, |h, n| {
+            fnv::hash(b"\0", fnv::hash(n.as_bytes(), h))
+        })),
         _ => None,
     }
 }
@@ -298,8 +298,7 @@ fn metric_hash(e: &Envelope) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spillway_proto::Kind;
-    use spillway_proto::v2::{self, Selector as WireSelector};
+    use spillway_proto::v2::{self, Envelope, Selector as WireSelector, envelope::Message};
 
     fn request(shard: &str, det: &str, selectors: Vec<WireSelector>) -> EgressBatchRequest {
         EgressBatchRequest {
@@ -310,18 +309,20 @@ mod tests {
         }
     }
 
-    fn log(source: &str, n: usize) -> Envelope {
-        Envelope::log(
+    fn log(source: &str, n: usize) -> WireEnvelope {
+        WireEnvelope::from_envelope(&Envelope::log(
             n as i64,
             source,
             "0",
             format!("{n}").into_bytes(),
             v2::log::Type::Out,
-        )
+        ))
     }
 
-    fn drain(h: &Handle) -> Vec<Arc<Envelope>> {
-        std::iter::from_fn(|| h.subscription().diode.pop()).collect()
+    fn drain(h: &Handle) -> Vec<Envelope> {
+        std::iter::from_fn(|| h.subscription().diode.pop())
+            .map(|b| prost::Message::decode(b).unwrap())
+            .collect()
     }
 
     fn pubsub() -> Arc<PubSub> {
@@ -346,6 +347,23 @@ mod tests {
         let h = ps.subscribe(&legacy).unwrap();
         ps.publish(vec![log("a", 1), log("b", 2)]);
         assert_eq!(drain(&h).len(), 1);
+    }
+
+    #[test]
+    fn every_subscription_gets_the_same_bytes_not_a_copy() {
+        let ps = pubsub();
+        let sel = || vec![WireSelector::of(Kind::Log, "")];
+        let handles: Vec<Handle> = (0..3)
+            .map(|_| ps.subscribe(&request("", "", sel())).unwrap())
+            .collect();
+        let e = log("a", 1);
+        let sent = e.bytes().clone();
+        ps.publish(vec![e]);
+        for h in &handles {
+            let got = h.subscription().diode.pop().unwrap();
+            assert_eq!(got, sent);
+            assert_eq!(got.as_ptr(), sent.as_ptr(), "shared, not copied");
+        }
     }
 
     #[test]
@@ -423,7 +441,7 @@ mod tests {
                 ps.publish(
                     names
                         .iter()
-                        .map(|n| Envelope::counter("x", n, 1, 0))
+                        .map(|n| WireEnvelope::from_envelope(&Envelope::counter("x", n, 1, 0)))
                         .collect(),
                 );
             }

@@ -1,11 +1,14 @@
 //! Selector matching: does an envelope belong to a subscription?
 //!
-//! A selector picks a source id (empty: any) and an envelope kind, narrowed
+//! Matching reads only an envelope's peeked route key
+//! ([`WireEnvelope`]), never its decoded form. A selector picks a source id (empty: any) and an envelope kind, narrowed
 //! for counters by name and for gauges by the exact set of metric names.
 
 use std::collections::BTreeSet;
 
-use spillway_proto::v2::{self, Envelope, envelope::Message, selector};
+use spillway_proto::Kind;
+use spillway_proto::encoded::WireEnvelope;
+use spillway_proto::v2::{self, selector};
 
 /// One selector, ready for matching.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,9 +49,9 @@ impl Selector {
         })
     }
 
-    pub fn matches(&self, e: &Envelope) -> bool {
+    pub fn matches(&self, e: &WireEnvelope) -> bool {
         if let Some(id) = &self.source_id
-            && *id != e.source_id
+            && id != e.source_id()
         {
             return false;
         }
@@ -57,18 +60,21 @@ impl Selector {
 }
 
 impl Rule {
-    /// Matches the envelope's message, ignoring its source.
-    pub fn matches(&self, e: &Envelope) -> bool {
-        match (self, e.message.as_ref()) {
-            (Rule::Log, Some(Message::Log(_))) => true,
-            (Rule::Counter(None), Some(Message::Counter(_))) => true,
-            (Rule::Counter(Some(name)), Some(Message::Counter(c))) => *name == c.name,
-            (Rule::Gauge(None), Some(Message::Gauge(_))) => true,
-            (Rule::Gauge(Some(names)), Some(Message::Gauge(g))) => {
-                names.len() == g.metrics.len() && g.metrics.keys().all(|k| names.contains(k))
+    /// Matches the envelope's message, ignoring its source. Reads only the
+    /// envelope's peeked route key.
+    pub fn matches(&self, e: &WireEnvelope) -> bool {
+        match (self, e.kind()) {
+            (Rule::Log, Some(Kind::Log)) => true,
+            (Rule::Counter(None), Some(Kind::Counter)) => true,
+            (Rule::Counter(Some(name)), Some(Kind::Counter)) => name == e.counter_name(),
+            (Rule::Gauge(None), Some(Kind::Gauge)) => true,
+            (Rule::Gauge(Some(names)), Some(Kind::Gauge)) => {
+                // Both sides are sets (the gauge's names are each once).
+                let mut got = e.gauge_names();
+                names.len() == got.len() && got.all(|k| names.contains(k))
             }
-            (Rule::Timer, Some(Message::Timer(_))) => true,
-            (Rule::Event, Some(Message::Event(_))) => true,
+            (Rule::Timer, Some(Kind::Timer)) => true,
+            (Rule::Event, Some(Kind::Event)) => true,
             _ => false,
         }
     }
@@ -77,7 +83,7 @@ impl Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spillway_proto::Kind;
+    use spillway_proto::v2::{Envelope, envelope::Message};
 
     fn counter(source: &str, name: &str) -> Envelope {
         Envelope::counter(source, name, 1, 0)
@@ -195,7 +201,8 @@ mod tests {
             (sel("a", gauge_sel(&["cpu"])), counter("a", "cpu"), false),
         ];
         for (i, (s, e, want)) in table.iter().enumerate() {
-            assert_eq!(s.matches(e), *want, "row {i}: {s:?} vs {e:?}");
+            let wire = WireEnvelope::from_envelope(e);
+            assert_eq!(s.matches(&wire), *want, "row {i}: {s:?} vs {e:?}");
         }
     }
 
