@@ -13,7 +13,7 @@
 //! container wrote it, without the newline.
 
 use crate::container::Stream;
-use crate::docker::time::parse_rfc3339;
+use crate::runtime::docker::time::parse_rfc3339;
 
 /// One parsed record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
