@@ -24,7 +24,7 @@
 //!   `unplaced`: never silently.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -433,7 +433,17 @@ impl Handler for LoopHandler {
 
 impl LoopHandler {
     fn settle_round(&mut self, now: Instant) {
-        for state in self.streams.values_mut() {
+        // A stream whose next writes wait in a backlog is not idle: the rest
+        // of its partial line is among them, however long the pump takes.
+        let waiting: HashSet<u32> = self
+            .backlogs
+            .values()
+            .flat_map(|b| b.writes.iter().map(|(cookie, _)| *cookie))
+            .collect();
+        for (cookie, state) in &mut self.streams {
+            if waiting.contains(cookie) {
+                continue;
+            }
             let (output, shard, info) = (&self.output, self.shard, &state.info);
             state
                 .lines
