@@ -347,7 +347,7 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
     }
 
-    /// Found by the `envelope_decode` fuzz target: an unknown field of
+    /// Found while writing the `envelope_decode` fuzz target: an unknown field of
     /// the (deprecated, still decoded) group wire type ended the count, so
     /// the envelopes after it were decoded however many they were.
     #[test]

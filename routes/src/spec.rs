@@ -393,7 +393,7 @@ mod tests {
         assert!(serde_json::from_str::<RouteRequest>(r#"{"adress":"h:1"}"#).is_err());
     }
 
-    /// Found by the `route_json` fuzz target: an address that no URI
+    /// Found while writing the `route_json` fuzz target: an address that no URI
     /// can hold was accepted, and printing the route's URI (the routes
     /// API's answer and listing) panicked.
     #[test]

@@ -471,7 +471,7 @@ mod tests {
         );
     }
 
-    /// Found by the `syslog` fuzz target: an empty line of a container
+    /// Found while writing the `syslog` fuzz target: an empty line of a container
     /// with tags went out in RFC 3164 as its tags' structured data.
     #[test]
     fn an_empty_rfc3164_line_is_empty() {
