@@ -88,8 +88,19 @@ impl Assembler {
                 self.timestamp = timestamp;
                 self.started = Some(now);
             }
+            if self.buf.len() > MAX_LINE {
+                // The `\r` held after a full piece did not end the line.
+                self.emit_full_piece(out);
+            }
             let room = MAX_LINE - self.buf.len();
             if content.len() <= room {
+                self.buf.extend_from_slice(content);
+                return;
+            }
+            if content.len() == room + 1 && content[room] == b'\r' {
+                // A full piece and a `\r`, which a `\n` may follow: held,
+                // so that a line of exactly MAX_LINE bytes written with
+                // `\r\n` is one piece, not a full one and an empty one.
                 self.buf.extend_from_slice(content);
                 return;
             }
@@ -100,7 +111,21 @@ impl Assembler {
         }
     }
 
+    /// Hands out the first [`MAX_LINE`] bytes as a partial piece, keeping
+    /// the rest (a held `\r`) for the next piece.
+    fn emit_full_piece(&mut self, out: &mut impl FnMut(Line)) {
+        out(Line {
+            payload: self.buf.split_to(MAX_LINE).freeze(),
+            timestamp: self.timestamp,
+            partial: true,
+        });
+    }
+
     fn emit(&mut self, partial: bool, out: &mut impl FnMut(Line)) {
+        if self.buf.len() > MAX_LINE {
+            // A `\r` held after a full piece, and no `\n` came.
+            self.emit_full_piece(out);
+        }
         out(Line {
             payload: self.buf.split().freeze(),
             timestamp: self.timestamp,
@@ -210,6 +235,48 @@ mod tests {
         let (lines, _) = run(&[(&exact, 1), (b"\n", 2)]);
         assert_eq!(lines.len(), 1);
         assert!(!lines[0].partial);
+    }
+
+    /// Found while writing the `lines` fuzz target's model of the rule
+    /// (the input is in fuzz/corpus/lines/): a line of exactly
+    /// [`MAX_LINE`] bytes ended by `\r\n` came out as a full partial piece
+    /// and an empty last one.
+    #[test]
+    fn a_line_of_exactly_max_line_ended_by_crlf_is_one_piece() {
+        let exact = vec![b'y'; MAX_LINE];
+        let mut whole = exact.clone();
+        whole.extend_from_slice(b"\r\n");
+        for writes in [
+            vec![(&whole[..], 1)],
+            vec![(&exact[..], 1), (&b"\r"[..], 2), (&b"\n"[..], 3)],
+            vec![(&exact[..], 1), (&b"\r\n"[..], 2)],
+        ] {
+            let (lines, a) = run(&writes);
+            assert_eq!(lines.len(), 1, "{:?}", text(&lines).len());
+            assert_eq!(lines[0].payload, exact);
+            assert!(!lines[0].partial);
+            assert_eq!(lines[0].timestamp, 1);
+            assert!(a.is_empty());
+        }
+        // A `\r` that does not end the line starts the next piece; one
+        // left at the end is flushed as it is.
+        let (mut lines, mut a) = run(&[(&exact, 1), (b"\r", 2), (b"z\n", 3)]);
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].partial && lines[0].payload.len() == MAX_LINE);
+        assert_eq!(
+            (&lines[1].payload[..], lines[1].partial),
+            (&b"\rz"[..], false)
+        );
+        lines.clear();
+        a.push(&exact, 4, Instant::now(), |l| lines.push(l));
+        a.push(b"\r", 5, Instant::now(), |l| lines.push(l));
+        a.flush(|l| lines.push(l));
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].partial && lines[0].payload.len() == MAX_LINE);
+        assert_eq!(
+            (&lines[1].payload[..], lines[1].partial),
+            (&b"\r"[..], false)
+        );
     }
 
     #[test]

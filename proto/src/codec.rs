@@ -226,31 +226,31 @@ impl Precheck for v2::EnvelopeBatch {
 }
 
 /// The top-level fields of the protobuf message `bytes`: each field's
-/// number, and the content of length-delimited ones. Bytes that are not
+/// number, and the content of length-delimited ones. Groups (the
+/// deprecated wire types 3 and 4, which prost skips in unknown fields) are
+/// fields without content, skipped as prost skips them. Bytes that are not
 /// protobuf end the iteration where they start (the decoder then refuses
 /// them).
 pub fn fields(mut bytes: &[u8]) -> impl Iterator<Item = (u64, Option<&[u8]>)> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
     std::iter::from_fn(move || {
         if bytes.is_empty() {
             return None;
         }
-        let key = prost::encoding::decode_varint(&mut bytes).ok()?;
-        let (skip, delimited) = match key & 7 {
-            0 => {
-                prost::encoding::decode_varint(&mut bytes).ok()?;
-                (0, false)
+        let (tag, wire_type) = decode_key(&mut bytes).ok()?;
+        let content = if wire_type == WireType::LengthDelimited {
+            let len = decode_varint(&mut bytes).ok()?;
+            if len > bytes.len() as u64 {
+                return None;
             }
-            1 => (8, false),
-            2 => (prost::encoding::decode_varint(&mut bytes).ok()?, true),
-            5 => (4, false),
-            _ => return None,
+            let (content, rest) = bytes.split_at(len as usize);
+            bytes = rest;
+            Some(content)
+        } else {
+            skip_field(wire_type, tag, &mut bytes, DecodeContext::default()).ok()?;
+            None
         };
-        if skip > bytes.len() as u64 {
-            return None;
-        }
-        let (content, rest) = bytes.split_at(skip as usize);
-        bytes = rest;
-        Some((key >> 3, delimited.then_some(content)))
+        Some((u64::from(tag), content))
     })
 }
 
@@ -401,6 +401,45 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         let status = decode::<v2::EnvelopeBatch>(&[0x0a, 0x05, 0x01]).unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+
+    /// Found while writing the `envelope_decode` fuzz target: an unknown field of
+    /// the (deprecated, still decoded) group wire type ended the count, so
+    /// the envelopes after it were decoded however many they were.
+    #[test]
+    fn a_group_field_does_not_hide_envelopes_or_tags_from_the_count() {
+        // Field 15 as a group: start (wire type 3), one varint inside, end (4).
+        let group = [0x7b, 0x08, 0x01, 0x7c];
+        let mut batch = group.to_vec();
+        batch.extend(
+            v2::EnvelopeBatch {
+                batch: vec![v2::Envelope::default(); DEFAULT_MAX_BATCH_ENVELOPES + 1],
+            }
+            .encode_to_vec(),
+        );
+        // Positive control: prost decodes it, skipping the group.
+        let decoded = v2::EnvelopeBatch::decode(&batch[..]).unwrap();
+        assert_eq!(decoded.batch.len(), DEFAULT_MAX_BATCH_ENVELOPES + 1);
+        assert_eq!(
+            count_field(&batch, 1, usize::MAX),
+            DEFAULT_MAX_BATCH_ENVELOPES + 1
+        );
+        let status = decode::<v2::EnvelopeBatch>(&batch).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+
+        let mut e = v2::Envelope::default();
+        for i in 0..=max_map_entries() {
+            e.tags.insert(i.to_string(), String::new());
+        }
+        let mut envelope = group.to_vec();
+        envelope.extend(e.encode_to_vec());
+        assert_eq!(map_entries(&envelope), max_map_entries() + 1);
+        let status = decode::<v2::Envelope>(&envelope).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        // Groups nest; a group that is not closed ends the walk (and the
+        // decoder refuses the bytes).
+        assert_eq!(fields(&[0x7b, 0x0b, 0x0c, 0x7c, 0x08, 0x01]).count(), 2);
+        assert_eq!(fields(&[0x7b, 0x08, 0x01]).count(), 0);
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub struct Parts {
 /// Checks `spec` and builds its adapters and transport; the error names
 /// what is wrong, for a 400 or a start-up error.
 pub fn build(spec: &RouteSpec) -> Result<Parts, String> {
+    crate::spec::check_address(&spec.address)?;
     let scheme = spec.adapter.as_str();
     let names: Vec<&str> = scheme.split('+').collect();
     let (adapters, transport_name) = match names.split_last() {

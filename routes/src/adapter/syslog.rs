@@ -135,7 +135,12 @@ impl Adapter for Syslog {
                     Some(Stream::Stderr) => 11,
                     _ => 14,
                 };
-                let elements: Vec<&Element> = tags_element.iter().collect();
+                // RFC 3164 has no structured data: a line is its bytes
+                // alone, even when it is empty.
+                let elements: Vec<&Element> = match self.format {
+                    Format::Rfc5424 => tags_element.iter().collect(),
+                    Format::Rfc3164 => Vec::new(),
+                };
                 out.push(self.message(pri, &header, &elements, &log.payload));
             }
             Some(Message::Counter(c)) => {
@@ -463,6 +468,25 @@ mod tests {
         assert_eq!(
             one(&mut a, &e),
             "<14>Nov  3 07:44:05 node-1 a_b_c__d[3]: é".as_bytes()
+        );
+    }
+
+    /// Found while writing the `syslog` fuzz target: an empty line of a container
+    /// with tags went out in RFC 3164 as its tags' structured data.
+    #[test]
+    fn an_empty_rfc3164_line_is_empty() {
+        let mut a = syslog(&[("format", "rfc3164")]);
+        let e = line(b"", Type::Out, &[("host", "node-1"), ("team", "pay")]);
+        assert_eq!(
+            String::from_utf8(one(&mut a, &e)).unwrap(),
+            "<14>Nov 21 10:04:05 node-1 shop[3]: "
+        );
+        // Positive control: RFC 5424 keeps the tags of the same line.
+        let mut a = syslog(&[]);
+        assert_eq!(
+            String::from_utf8(one(&mut a, &e)).unwrap(),
+            "<14>1 2026-11-21T10:04:05.123456+00:00 node-1 shop 3 - \
+             [tags@47450 host=\"node-1\" team=\"pay\"]"
         );
     }
 
