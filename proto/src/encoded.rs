@@ -43,7 +43,7 @@ use tonic::Status;
 use tonic::codec::{DecodeBuf, EncodeBuf};
 
 use crate::Kind;
-use crate::codec::{Refusal, max_batch_envelopes, max_map_entries, refused};
+use crate::codec::{Refusal, max_batch_envelopes, max_map_entries, refused, refused_holding};
 use crate::v2;
 
 /// prost's recursion limit (`prost::RECURSION_LIMIT`), which bounds nested
@@ -465,22 +465,24 @@ pub fn peek_batch(bytes: &[u8]) -> Result<Vec<WireEnvelope>, Status> {
         Status::invalid_argument(format!("malformed protobuf message: {e}"))
     };
     let max = max_batch_envelopes();
-    // First only count, so that an oversized batch costs no more.
+    // First only count (the framing alone), so that an oversized batch
+    // costs no more, and its envelopes are counted with the refusal.
     let mut n = 0usize;
     batch_entries(bytes, |_| {
         n += 1;
-        if n > max {
-            refused(
-                Refusal::TooManyEnvelopes,
-                &format!("more than {max} envelopes"),
-            );
-            return Err(Status::resource_exhausted(format!(
-                "a batch of more than {max} envelopes is refused (--max-batch-envelopes)"
-            )));
-        }
-        Ok(())
+        Ok::<(), Status>(())
     })?
     .map_err(malformed)?;
+    if n > max {
+        refused_holding(
+            Refusal::TooManyEnvelopes,
+            Some(n as u64),
+            &format!("{n} envelopes, more than {max}"),
+        );
+        return Err(Status::resource_exhausted(format!(
+            "a batch of more than {max} envelopes is refused (--max-batch-envelopes)"
+        )));
+    }
     let max_entries = max_map_entries();
     let mut entries = 0usize;
     let mut out = Vec::with_capacity(n);
@@ -488,7 +490,7 @@ pub fn peek_batch(bytes: &[u8]) -> Result<Vec<WireEnvelope>, Status> {
         let (key, n) = peek(envelope).map_err(malformed)?;
         entries += n;
         if entries > max_entries {
-            return Err(too_many_tags(max_entries));
+            return Err(too_many_tags(max_entries, n as u64));
         }
         out.push(WireEnvelope {
             bytes: Bytes::copy_from_slice(envelope),
@@ -524,8 +526,13 @@ fn batch_entries<E>(
     Ok(Ok(()))
 }
 
-fn too_many_tags(max: usize) -> Status {
-    refused(Refusal::TooManyTags, &format!("more than {max} tags"));
+/// Refuses a message of `envelopes` envelopes for its tags (counted with them).
+fn too_many_tags(max: usize, envelopes: u64) -> Status {
+    refused_holding(
+        Refusal::TooManyTags,
+        Some(envelopes),
+        &format!("more than {max} tags"),
+    );
     Status::resource_exhausted(format!(
         "a message of more than {max} tags and gauge values in all is refused (32 per --max-batch-envelopes)"
     ))
@@ -565,11 +572,11 @@ impl FromWire for WireEnvelope {
     fn from_wire(bytes: &[u8]) -> Result<Self, Status> {
         let max = max_map_entries();
         let (key, entries) = peek(bytes).map_err(|e| {
-            refused(Refusal::Malformed, &e.to_string());
+            refused_holding(Refusal::Malformed, Some(1), &e.to_string());
             Status::invalid_argument(format!("malformed protobuf message: {e}"))
         })?;
         if entries > max {
-            return Err(too_many_tags(max));
+            return Err(too_many_tags(max, 1));
         }
         Ok(WireEnvelope {
             bytes: Bytes::copy_from_slice(bytes),
