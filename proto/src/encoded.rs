@@ -487,8 +487,8 @@ pub fn peek_batch(bytes: &[u8]) -> Result<Vec<WireEnvelope>, Status> {
     let mut entries = 0usize;
     let mut out = Vec::with_capacity(n);
     batch_entries(bytes, |envelope| {
-        let (key, n) = peek(envelope).map_err(malformed)?;
-        entries += n;
+        let (key, tags) = peek(envelope).map_err(malformed)?;
+        entries += tags;
         if entries > max_entries {
             return Err(too_many_tags(max_entries, n as u64));
         }
