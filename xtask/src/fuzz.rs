@@ -2,7 +2,7 @@
 //! parser of outside input: route URIs and JSON, templates, the syslog
 //! and multiline adapters, the line assembler, envelope decoding), each
 //! for a bounded time (by default all, for [`TEST_SECONDS`] each), and
-//! fails on a crash.
+//! fails on a crash; `cargo xtask test` runs them all so.
 //!
 //! Installs what is missing first: the nightly toolchain (as for the eBPF
 //! build) and cargo-fuzz [`CARGO_FUZZ_VERSION`].
@@ -23,7 +23,7 @@ use crate::util::{run, workspace_root};
 /// The cargo-fuzz release installed (`cargo install --locked`); it builds
 /// with the stable toolchain of the workspace.
 pub const CARGO_FUZZ_VERSION: &str = "0.13.1";
-/// Seconds each target runs by default.
+/// Seconds each target runs by default and in `cargo xtask test`.
 pub const TEST_SECONDS: u32 = 20;
 
 #[derive(Debug, clap::Args)]

@@ -2,13 +2,13 @@
 //! running dockerd, the busybox image, the eBPF toolchain and program),
 //! then runs the whole suite: formatting, clippy, the binaries' build, and
 //! every test (unit tests and the end-to-end tests that start real
-//! processes and containers), then the benchmark harness's quick smoke
-//! test.
+//! processes and containers), then each fuzz target for a bounded time
+//! and the benchmark harness's quick smoke test.
 
 use std::process::Command;
 
 use crate::util::{run, workspace_root};
-use crate::{bench, build_ebpf, host};
+use crate::{bench, build_ebpf, fuzz, host};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -65,6 +65,9 @@ pub fn run_tests(args: &Args) -> anyhow::Result<()> {
     }
     run(&mut test)?;
     if args.filter.is_none() {
+        // Every parser of outside input, fuzzed for a bounded time from
+        // the seeds in fuzz/corpus/: a crash fails the run.
+        fuzz::run_fuzz(&fuzz::Args::default())?;
         // The benchmark harness itself: short runs whose counts must add
         // up, and a report made from them (no speed is asserted).
         bench::run_bench(&bench::Args {
