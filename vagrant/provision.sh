@@ -16,7 +16,7 @@ set -euo pipefail
 
 # Debian packages, with why.
 PACKAGES=(
-    build-essential     # cc for crates with C parts (ring), the linker
+    build-essential     # cc for crates with C parts (ring), the linker; c++ for libFuzzer
     pkg-config
     ca-certificates
     curl                # rustup's installer; the /logs and gateway tests

@@ -106,6 +106,15 @@ pub fn build(spec: &RouteSpec) -> Result<Parts, String> {
     })
 }
 
+impl Parts {
+    /// The route's adapter chain, and its framing when the transport is a
+    /// byte stream: what turns events into bytes on the wire, without
+    /// the transport (for the fuzz targets and tests).
+    pub fn into_adapter(self) -> (Box<dyn Adapter>, Option<Framing>) {
+        (self.adapter, self.framing)
+    }
+}
+
 /// What a route counts about itself (also on `/metrics`).
 #[derive(Clone, Default)]
 pub struct Counters {

@@ -101,21 +101,22 @@ pub fn lint() -> anyhow::Result<()> {
 
 /// A command run with the nightly toolchain, whatever PATH and
 /// RUSTUP_TOOLCHAIN say (`cargo xtask` runs under the stable one).
-fn nightly(program: &str) -> Command {
+pub(crate) fn nightly(program: &str) -> Command {
     let mut c = Command::new("rustup");
     c.args(["run", TOOLCHAIN, program]);
     c
 }
 
 /// Whether `cmd` runs and succeeds (output discarded).
-fn works(cmd: &mut Command) -> bool {
+pub(crate) fn works(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
 
-fn ensure_toolchain() -> anyhow::Result<()> {
+/// Installs the nightly toolchain with `rust-src` if it is missing.
+pub(crate) fn ensure_toolchain() -> anyhow::Result<()> {
     if works(nightly("rustc").arg("--version")) {
         // No-op when already there.
         run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", TOOLCHAIN]))

@@ -9,6 +9,7 @@
 mod bench;
 mod build_ebpf;
 mod certs;
+mod fuzz;
 mod host;
 mod images;
 mod install;
@@ -37,6 +38,9 @@ enum Command {
     Test(test::Args),
     /// Build the collector's eBPF program (installs nightly and bpf-linker if missing).
     BuildEbpf(build_ebpf::Args),
+    /// Run the fuzz targets of fuzz/ for a bounded time (installs nightly
+    /// and cargo-fuzz if missing).
+    Fuzz(fuzz::Args),
     /// Run the benchmarks (end to end and micro); `--report` writes docs/benchmarks.md.
     Bench(bench::Args),
     /// Build the container images (FROM scratch, static binaries) with the
@@ -53,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Up(args) => up::run_up(&args),
         Command::Test(args) => test::run_tests(&args),
         Command::BuildEbpf(args) => build_ebpf::build(&args),
+        Command::Fuzz(args) => fuzz::run_fuzz(&args),
         Command::Bench(args) => bench::run_bench(&args),
         Command::Images(args) => images::build_images(&args),
         Command::Install(args) => install::run_install(&args),

@@ -3,8 +3,8 @@
 //! then runs the whole suite: formatting, clippy (also of the collector
 //! built without its default features), the binaries' build, and every
 //! test (unit tests, doctests and the end-to-end tests that start real
-//! processes and containers), then the benchmark harness's quick smoke
-//! test.
+//! processes and containers), then each fuzz target for a bounded time
+//! and the benchmark harness's quick smoke test.
 //!
 //! Every test process runs with the strict flag
 //! ([`STRICT_ENV`]`=1`): a test that would skip for want
@@ -14,7 +14,7 @@
 use std::process::Command;
 
 use crate::util::{run, workspace_root};
-use crate::{bench, build_ebpf, host};
+use crate::{bench, build_ebpf, fuzz, host};
 use spillway_testenv::STRICT_ENV;
 
 /// The collector's feature sets linted besides the default one: none, and
@@ -100,6 +100,9 @@ pub fn run_tests(args: &Args) -> anyhow::Result<()> {
     }
     run(&mut doc)?;
     if args.filter.is_none() {
+        // Every parser of outside input, fuzzed for a bounded time from
+        // the seeds in fuzz/corpus/: a crash fails the run.
+        fuzz::run_fuzz(&fuzz::Args::default())?;
         // The benchmark harness itself: short runs whose counts must add
         // up, and a report made from them (no speed is asserted).
         bench::run_bench(&bench::Args {

@@ -42,7 +42,10 @@ fn build(options: &mut Options, inner: Inner) -> Result<Box<dyn Adapter>, String
         .take("multiline.pattern")
         .unwrap_or_else(|| r"^\s".into());
     let pattern = Regex::new(&pattern).map_err(|e| {
-        format!("option multiline.pattern={pattern:?} is not a regular expression: {e}")
+        format!(
+            "option multiline.pattern={pattern:?} is not a regular expression: {}",
+            regex_error(&e)
+        )
     })?;
     let mode =
         match options.take_choice("multiline.match", &["first", "last", "nonfirst", "nonlast"])? {
@@ -71,6 +74,19 @@ fn build(options: &mut Options, inner: Inner) -> Result<Box<dyn Adapter>, String
         )?,
         pending: HashMap::new(),
     }))
+}
+
+/// A regex error as one line (the error of a route is one line: an HTTP
+/// 400 body, a `--route` message). The regex crate's syntax errors take
+/// several: `regex parse error:`, the pattern, a caret under the fault,
+/// `error: WHAT`; the pattern is already in the route's message, so WHAT
+/// is kept (with anything else squeezed onto the line).
+fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    match text.lines().rev().find_map(|l| l.strip_prefix("error: ")) {
+        Some(what) => what.trim().to_owned(),
+        None => text.split_whitespace().collect::<Vec<_>>().join(" "),
+    }
 }
 
 /// Which lines `multiline.pattern` marks.
@@ -292,5 +308,27 @@ mod tests {
         let mut options = Options::new(&BTreeMap::new());
         let e = build_chain(&["multiline"], &mut options).err().unwrap();
         assert!(e.contains("wraps another adapter"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_pattern_is_refused_in_one_line() {
+        // Found by the route_uri fuzz target: the regex crate's syntax
+        // error spans four lines (pattern, caret, reason).
+        for pattern in ["%5)\\s", "(", "a{99999999}", "\\p{Nope}"] {
+            let mut options = Options::new(&[("multiline.pattern".into(), pattern.into())].into());
+            let e = build_chain(&["multiline", "raw"], &mut options)
+                .err()
+                .unwrap();
+            assert!(!e.contains('\n') && !e.contains('\r'), "{e:?}");
+            assert!(e.contains("multiline.pattern"), "{e}");
+        }
+        let mut options = Options::new(&[("multiline.pattern".into(), ")".into())].into());
+        let e = build_chain(&["multiline", "raw"], &mut options)
+            .err()
+            .unwrap();
+        assert!(
+            e.ends_with("is not a regular expression: unopened group"),
+            "{e}"
+        );
     }
 }
