@@ -34,18 +34,7 @@ pub fn unavailable() -> Option<String> {
     if let Some(why) = crate::docker::unavailable(true) {
         return Some(why);
     }
-    let found = Command::new("containerd")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return None;
-    }
-    let why = "containerd is not installed (cargo xtask test installs it)";
-    crate::skip("containerd tests", why);
-    Some(why.into())
+    crate::tool_missing("containerd", "--version", "containerd tests", "cargo xtask test installs it")
 }
 
 /// A containerd daemon of the test's own.

@@ -277,6 +277,24 @@ impl Drop for Proc {
 /// The one skip helper of every test crate: see [`spillway_testenv`].
 pub use spillway_testenv::{skip, strict};
 
+/// `None` when `program` runs here (`program version_arg` exits 0); else
+/// the tests of `what` skip (see [`skip`]: a failure under the strict
+/// flag), and why: `program` is not installed (`install` says how).
+pub fn tool_missing(program: &str, version_arg: &str, what: &str, install: &str) -> Option<String> {
+    let found = Command::new(program)
+        .arg(version_arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return None;
+    }
+    let why = format!("{program} is not installed ({install})");
+    skip(what, &why);
+    Some(why)
+}
+
 /// Waits until something accepts TCP connections on `port`.
 pub fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);

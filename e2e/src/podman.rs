@@ -15,18 +15,7 @@ pub fn unavailable() -> Option<String> {
     if let Some(why) = crate::docker::unavailable(true) {
         return Some(why);
     }
-    let found = Command::new("podman")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return None;
-    }
-    let why = "podman is not installed (cargo xtask test installs it)";
-    crate::skip("podman tests", why);
-    Some(why.into())
+    crate::tool_missing("podman", "--version", "podman tests", "cargo xtask test installs it")
 }
 
 /// `podman system service` of the test's own.

@@ -33,18 +33,7 @@ pub struct Rsyslog {
 /// Why rsyslog tests cannot run here, if they cannot (panics under
 /// the strict flag, where `cargo xtask test` installs rsyslog).
 pub fn unavailable() -> Option<String> {
-    let found = Command::new("rsyslogd")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return None;
-    }
-    let why = "rsyslogd is not installed (cargo xtask test installs rsyslog and rsyslog-gnutls)";
-    crate::skip("rsyslog tests", why);
-    Some(why.into())
+    crate::tool_missing("rsyslogd", "-v", "rsyslog tests", "cargo xtask test installs rsyslog and rsyslog-gnutls")
 }
 
 impl Rsyslog {

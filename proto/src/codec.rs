@@ -203,15 +203,7 @@ impl Precheck for v2::EnvelopeBatch {
         let max = max_batch_envelopes();
         let n = count_field(bytes, 1, max + 1);
         if n > max {
-            let n = count_field(bytes, 1, usize::MAX);
-            refused_holding(
-                Refusal::TooManyEnvelopes,
-                Some(n as u64),
-                &format!("{n} envelopes, more than {max}"),
-            );
-            return Err(Status::resource_exhausted(format!(
-                "a batch of more than {max} envelopes is refused (--max-batch-envelopes)"
-            )));
+            return Err(too_many_envelopes(count_field(bytes, 1, usize::MAX), max));
         }
         let max = max_map_entries();
         let mut entries = 0usize;
@@ -284,7 +276,21 @@ pub fn max_map_entries() -> usize {
     max_batch_envelopes().saturating_mul(32)
 }
 
-fn too_many_tags(max: usize, envelopes: u64) -> Status {
+/// Refuses a batch of `n` envelopes, more than `max` (counted with them).
+pub(crate) fn too_many_envelopes(n: usize, max: usize) -> Status {
+    refused_holding(
+        Refusal::TooManyEnvelopes,
+        Some(n as u64),
+        &format!("{n} envelopes, more than {max}"),
+    );
+    Status::resource_exhausted(format!(
+        "a batch of more than {max} envelopes is refused (--max-batch-envelopes)"
+    ))
+}
+
+/// Refuses a message of `envelopes` envelopes for its tags, more than
+/// `max` in all (counted with them).
+pub(crate) fn too_many_tags(max: usize, envelopes: u64) -> Status {
     refused_holding(
         Refusal::TooManyTags,
         Some(envelopes),

@@ -43,7 +43,10 @@ use tonic::Status;
 use tonic::codec::{DecodeBuf, EncodeBuf};
 
 use crate::Kind;
-use crate::codec::{Refusal, max_batch_envelopes, max_map_entries, refused, refused_holding};
+use crate::codec::{
+    Refusal, max_batch_envelopes, max_map_entries, refused, refused_holding, too_many_envelopes,
+    too_many_tags,
+};
 use crate::v2;
 
 /// prost's recursion limit (`prost::RECURSION_LIMIT`), which bounds nested
@@ -474,14 +477,7 @@ pub fn peek_batch(bytes: &[u8]) -> Result<Vec<WireEnvelope>, Status> {
     })?
     .map_err(malformed)?;
     if n > max {
-        refused_holding(
-            Refusal::TooManyEnvelopes,
-            Some(n as u64),
-            &format!("{n} envelopes, more than {max}"),
-        );
-        return Err(Status::resource_exhausted(format!(
-            "a batch of more than {max} envelopes is refused (--max-batch-envelopes)"
-        )));
+        return Err(too_many_envelopes(n, max));
     }
     let max_entries = max_map_entries();
     let mut entries = 0usize;
@@ -524,18 +520,6 @@ fn batch_entries<E>(
         }
     }
     Ok(Ok(()))
-}
-
-/// Refuses a message of `envelopes` envelopes for its tags (counted with them).
-fn too_many_tags(max: usize, envelopes: u64) -> Status {
-    refused_holding(
-        Refusal::TooManyTags,
-        Some(envelopes),
-        &format!("more than {max} tags"),
-    );
-    Status::resource_exhausted(format!(
-        "a message of more than {max} tags and gauge values in all is refused (32 per --max-batch-envelopes)"
-    ))
 }
 
 /// An `EnvelopeBatch` received as [`WireEnvelope`]s.
