@@ -2,7 +2,10 @@
 //! (Debian's, with its CRI plugin), the test acting as the kubelet over
 //! the CRI, the collector with `--runtime cri --source ebpf`, a router, an
 //! RLP and a gRPC consumer. Envelopes must carry the pod's metadata: the
-//! contract's "Envelopes of Kubernetes containers" table.
+//! contract's "Envelopes of Kubernetes containers" table. Beside it, a
+//! second collector with `--source files` reads the CRI log files
+//! containerd writes for the same pods (to its own router and RLP), with
+//! the tags the files' paths give.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -115,6 +118,24 @@ async fn pods_on_containerd_are_captured_with_their_kubernetes_metadata() {
         ],
     );
     let mut consumer = rlp.logs_of(&certs, "").await;
+    // The files source, on the log files containerd writes for the pods.
+    std::fs::create_dir_all(&logs).unwrap();
+    let files_router = Router::start(&certs, &[]);
+    let files_rlp = Rlp::start(&certs, &[&files_router], &[]);
+    let logs_dir = logs.display().to_string();
+    let _files_collector = Collector::start(
+        &certs,
+        &[&files_router],
+        &[
+            "--source",
+            "files",
+            "--pod-logs-dir",
+            &logs_dir,
+            "--files-poll-interval",
+            "50ms",
+        ],
+    );
+    let mut files_consumer = files_rlp.logs_of(&certs, "").await;
     let mut rt = runtime.client();
 
     // Opted out by annotation: its lines must not arrive, while those of
@@ -182,6 +203,46 @@ async fn pods_on_containerd_are_captured_with_their_kubernetes_metadata() {
         got.iter().all(|e| e.instance_id != "quiet"),
         "an opted-out pod's lines arrived"
     );
+
+    // The same lines through the CRI log files, tagged from their paths
+    // (the files source knows no labels, annotations or container ids).
+    let from_files = collect_until(&mut files_consumer, Duration::from_secs(30), complete).await;
+    assert_eq!(
+        sorted(lines(&from_files, web.name, "nginx")),
+        sorted(want("web", 5))
+    );
+    assert_eq!(
+        sorted(lines(&from_files, two.name, "app")),
+        sorted(want("app", 4))
+    );
+    assert_eq!(
+        sorted(lines(&from_files, two.name, "sidecar")),
+        sorted(want("side", 2))
+    );
+    for (spec, container, source_id) in [
+        (&web, "nginx", "web"),
+        (&two, "app", "worker-0"),
+        (&two, "sidecar", "worker-0"),
+    ] {
+        for e in from_files.iter().filter(|e| {
+            e.instance_id == spec.name
+                && e.tags.get("container").map(String::as_str) == Some(container)
+        }) {
+            assert_eq!(e.source_id, source_id, "{e:?}");
+            let want: HashMap<String, String> = [
+                ("namespace", spec.namespace),
+                ("pod", spec.name),
+                ("pod_uid", spec.uid),
+                ("container", container),
+                ("host", "e2e-host"),
+                ("source_type", "container"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+            assert_eq!(e.tags, want, "{e:?}");
+        }
+    }
 
     // Deleted and created again (a new uid and new containers).
     remove_pod(&mut rt, &web_pod.sandbox_id).await;
