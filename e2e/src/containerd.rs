@@ -34,7 +34,12 @@ pub fn unavailable() -> Option<String> {
     if let Some(why) = crate::docker::unavailable(true) {
         return Some(why);
     }
-    crate::tool_missing("containerd", "--version", "containerd tests", "cargo xtask test installs it")
+    crate::tool_missing(
+        "containerd",
+        "--version",
+        "containerd tests",
+        "cargo xtask test installs it",
+    )
 }
 
 /// A containerd daemon of the test's own.

@@ -15,7 +15,12 @@ pub fn unavailable() -> Option<String> {
     if let Some(why) = crate::docker::unavailable(true) {
         return Some(why);
     }
-    crate::tool_missing("podman", "--version", "podman tests", "cargo xtask test installs it")
+    crate::tool_missing(
+        "podman",
+        "--version",
+        "podman tests",
+        "cargo xtask test installs it",
+    )
 }
 
 /// `podman system service` of the test's own.

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use crate::{Certs, free_port, wait_port};
@@ -33,7 +33,12 @@ pub struct Rsyslog {
 /// Why rsyslog tests cannot run here, if they cannot (panics under
 /// the strict flag, where `cargo xtask test` installs rsyslog).
 pub fn unavailable() -> Option<String> {
-    crate::tool_missing("rsyslogd", "-v", "rsyslog tests", "cargo xtask test installs rsyslog and rsyslog-gnutls")
+    crate::tool_missing(
+        "rsyslogd",
+        "-v",
+        "rsyslog tests",
+        "cargo xtask test installs rsyslog and rsyslog-gnutls",
+    )
 }
 
 impl Rsyslog {
