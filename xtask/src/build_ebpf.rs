@@ -65,17 +65,7 @@ fn ebpf_cargo(args: &[&str]) -> Command {
         .arg("--target-dir")
         .arg(root.join("target/ebpf-build"))
         .current_dir(root.join("collector-ebpf"));
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTC",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-    ] {
-        cargo.env_remove(var);
-    }
+    without_host_build_settings(&mut cargo);
     cargo
 }
 
@@ -224,6 +214,24 @@ fn install_file(from: &Path, to: &Path) -> anyhow::Result<bool> {
     std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, to).with_context(|| format!("renaming to {}", to.display()))?;
     Ok(true)
+}
+
+/// Removes the settings meant for the host workspace's build (its target
+/// directory and target, flags, wrappers) from `cargo`, for a build of
+/// another workspace with another toolchain (the eBPF program, the fuzz
+/// targets).
+pub(crate) fn without_host_build_settings(cargo: &mut Command) {
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        cargo.env_remove(var);
+    }
 }
 
 #[cfg(test)]

@@ -132,17 +132,7 @@ fn targets(fuzz_dir: &Path) -> anyhow::Result<Vec<String>> {
 fn cargo_fuzz(fuzz_dir: &Path, args: &[&str]) -> Command {
     let mut c = nightly("cargo");
     c.arg("fuzz").args(args).current_dir(fuzz_dir);
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTC",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-    ] {
-        c.env_remove(var);
-    }
+    crate::build_ebpf::without_host_build_settings(&mut c);
     c
 }
 
