@@ -51,7 +51,9 @@ impl Handler for ToChannel {
         });
     }
 
-    fn tick(&mut self, _now: Instant) {}
+    fn tick(&mut self, _now: Instant) -> bool {
+        false
+    }
 }
 
 /// A loaded capture with running loops, or `None` (skip) when this host

@@ -9,7 +9,8 @@
 //!
 //! The program wakes a reader only when a ring's unread bytes cross a
 //! threshold, so the tick bounds the latency below it. The tick adapts to
-//! the rate: [`MIN_TICK`] while records keep coming, doubling up to
+//! the rate: [`MIN_TICK`] while records keep coming or the handler has
+//! work waiting (see [`Handler::tick`]), doubling up to
 //! [`MAX_TICK`] while the ring stays empty, so an idle host costs a few
 //! wake-ups per second per ring and a busy one a millisecond of latency.
 //!
@@ -28,7 +29,7 @@ use spillway_collector_common::{EventHeader, HDR_SIZE};
 
 use super::kernel::{Handler, Record};
 
-/// The shortest wait between drains, while records keep coming.
+/// The shortest wait between drains, while records keep coming or wait.
 pub const MIN_TICK: Duration = Duration::from_millis(1);
 /// The longest wait between drains, on an idle ring.
 pub const MAX_TICK: Duration = Duration::from_millis(16);
@@ -220,12 +221,12 @@ async fn run<H: Handler>(
             n += 1;
         }
         more = n == MAX_ROUND;
-        tick = if n > 0 {
+        let waiting = handler.tick(Instant::now());
+        tick = if n > 0 || waiting {
             MIN_TICK
         } else {
             (tick * 2).min(MAX_TICK)
         };
-        handler.tick(Instant::now());
         if stop.load(Ordering::Relaxed) {
             break;
         }

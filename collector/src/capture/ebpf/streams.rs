@@ -67,8 +67,11 @@ fn newlines(data: &[u8]) -> usize {
 }
 
 /// Writes placed (their stream known) but not yet handed to the shard
-/// diode: the replay of an inode's unclaimed writes, and the writes to
-/// the same inode that came after them (kept behind, in order).
+/// diode: the replay of an inode's unclaimed writes, writes that found the
+/// diode full, and the writes to the same inode that came after them (kept
+/// behind, in order). The loop feeds them to the diode as its lane makes
+/// room, so a burst faster than the lane ships waits here (bounded by
+/// [`BACKLOG_MAX_BYTES`]) instead of overwriting the diode's oldest lines.
 #[derive(Default)]
 struct Backlog {
     writes: VecDeque<(u32, Write)>,
@@ -203,6 +206,14 @@ impl LoopHandler {
                 self.backlogs.remove(&key);
             }
         }
+    }
+
+    /// Whether the shard diode takes the lines of `data` without dropping
+    /// any. A write of `n` bytes ends at most `n` lines, so the newlines
+    /// are counted only when the diode is nearly full.
+    fn has_room_for(&self, data: &[u8]) -> bool {
+        let room = self.output.room(self.shard);
+        room >= data.len() || newlines(data) <= room
     }
 
     /// Whether writes of stream `cookie` wait in a backlog.
@@ -404,8 +415,10 @@ impl Handler for LoopHandler {
                 if !self.unclaimed.is_empty() {
                     self.claim(&r.key, cookie, now);
                 }
-                if !self.backlogs.is_empty() && self.backlogs.contains_key(&r.key) {
-                    // Behind the replay of this inode's earlier writes.
+                let behind = !self.backlogs.is_empty() && self.backlogs.contains_key(&r.key);
+                if behind || !self.has_room_for(r.data) {
+                    // Behind this inode's earlier writes that wait, or the
+                    // diode is full: wait for the lane rather than drop.
                     let w = Write {
                         timestamp: r.timestamp,
                         data: r.data.to_vec(),
@@ -413,6 +426,11 @@ impl Handler for LoopHandler {
                         fd: r.fd,
                     };
                     self.queue(&r.key, cookie, w);
+                    if !behind {
+                        // The lane has a full diode to ship: wake it now,
+                        // not at the end of this round.
+                        self.output.end_round(self.shard);
+                    }
                 } else {
                     self.write(cookie, r.data, r.timestamp, truncated, now);
                 }
@@ -424,10 +442,11 @@ impl Handler for LoopHandler {
     /// After each drain of the ring: flushes old partial lines, follows
     /// the registry, gives up on old unclaimed writes, then wakes this
     /// loop's lane once for the whole round (see [`Output::line_in_round`]).
-    fn tick(&mut self, now: Instant) {
+    fn tick(&mut self, now: Instant) -> bool {
         self.pump(now);
         self.settle_round(now);
         self.output.end_round(self.shard);
+        !self.backlogs.is_empty()
     }
 }
 

@@ -248,8 +248,9 @@ pub trait Handler: 'static {
     /// One record, drained at `now`; `r.data` points into the ring and is
     /// only valid during the call.
     fn record(&mut self, r: &Record<'_>, now: Instant);
-    /// Called after each drain round, and at least every 16 ms.
-    fn tick(&mut self, now: Instant);
+    /// Called after each drain round, and at least every 16 ms; `true`
+    /// while work waits (a backlog), to be called again soon.
+    fn tick(&mut self, now: Instant) -> bool;
 }
 
 /// `stat(path)` (following symlinks) as an [`InodeKey`], with the device in
