@@ -118,6 +118,7 @@ pub struct RouteKey {
     gauge_names: Vec<Span>,
     /// `Log.type` as prost reads it (any `i32`).
     log_type: i32,
+    timestamp: i64,
     has_tags: bool,
     has_deprecated_tags: bool,
 }
@@ -176,9 +177,38 @@ impl WireEnvelope {
         self.key.gauge_names.iter().map(|s| self.str_at(*s))
     }
 
+    /// `timestamp` (0 when it has none).
+    pub fn timestamp(&self) -> i64 {
+        self.key.timestamp
+    }
+
     /// Whether it carries `tags` entries.
     pub fn has_tags(&self) -> bool {
         self.key.has_tags
+    }
+
+    /// The value of tag `name` in `tags`, as prost reads the map (the last
+    /// entry of a key wins). Walks the bytes: for the rare hop that looks
+    /// at a tag, not for routing.
+    pub fn tag(&self, name: &str) -> Option<&str> {
+        if !self.key.has_tags {
+            return None;
+        }
+        let mut found = None;
+        let mut buf = &self.bytes[..];
+        while !buf.is_empty() {
+            // Checked when peeked: these reads cannot fail.
+            let (tag, wt) = decode_key(&mut buf).ok()?;
+            if tag == 9 {
+                let (key, value) = string_entry(delimited(&mut buf).ok()?).ok()?;
+                if key == name.as_bytes() {
+                    found = Some(value);
+                }
+            } else {
+                skip(wt, tag, &mut buf, ENVELOPE_DEPTH).ok()?;
+            }
+        }
+        found.map(|v| std::str::from_utf8(v).unwrap_or_default())
     }
 
     /// Whether it carries `deprecated_tags` entries.
@@ -228,7 +258,7 @@ fn peek(envelope: &[u8]) -> Peeked<(RouteKey, usize)> {
     while !buf.is_empty() {
         let (tag, wt) = decode_key(&mut buf)?;
         match tag {
-            1 => varint(wt, &mut buf).map(drop)?,
+            1 => key.timestamp = varint(wt, &mut buf)? as i64,
             2 => key.source_id = Span::of(envelope, string(wt, &mut buf)?),
             8 => string(wt, &mut buf).map(drop)?,
             3 | 9 => {
@@ -337,6 +367,21 @@ fn map_entry_fields(mut buf: &[u8], depth: u32, value: MapValue) -> Peeked<Optio
         }
     }
     Ok(key)
+}
+
+/// The key and value of a `map<string, string>` entry (empty when absent;
+/// the last of a repeated field wins).
+fn string_entry(mut buf: &[u8]) -> Peeked<(&[u8], &[u8])> {
+    let (mut key, mut value): (&[u8], &[u8]) = (&[], &[]);
+    while !buf.is_empty() {
+        let (tag, wt) = decode_key(&mut buf)?;
+        match tag {
+            1 => key = string(wt, &mut buf)?,
+            2 => value = string(wt, &mut buf)?,
+            _ => skip(wt, tag, &mut buf, ENVELOPE_DEPTH)?,
+        }
+    }
+    Ok((key, value))
 }
 
 /// `Value { oneof data { string text = 1; int64 integer = 2; double decimal = 3; } }`
@@ -717,8 +762,24 @@ mod tests {
     use crate::codec::refusals;
     use crate::v2::envelope::Message;
 
+    /// source id, kind, counter name, gauge names, has tags, has
+    /// deprecated tags, timestamp, and the `tags` of the names in
+    /// [`NAMES`].
+    type Key = (
+        String,
+        Option<Kind>,
+        String,
+        Vec<String>,
+        bool,
+        bool,
+        i64,
+        Vec<Option<String>>,
+    );
+
+    const NAMES: [&str; 8] = ["", "a", "b", "origin", "cpu", "mem", "é✓", "requests"];
+
     /// The key prost's decoding gives, in the terms of [`WireEnvelope`].
-    fn prost_key(e: &v2::Envelope) -> (String, Option<Kind>, String, Vec<String>, bool, bool) {
+    fn prost_key(e: &v2::Envelope) -> Key {
         let counter = match &e.message {
             Some(Message::Counter(c)) => c.name.clone(),
             _ => String::new(),
@@ -734,10 +795,12 @@ mod tests {
             gauge.into_iter().collect(),
             !e.tags.is_empty(),
             !e.deprecated_tags.is_empty(),
+            e.timestamp,
+            NAMES.iter().map(|n| e.tags.get(*n).cloned()).collect(),
         )
     }
 
-    fn peek_key(w: &WireEnvelope) -> (String, Option<Kind>, String, Vec<String>, bool, bool) {
+    fn peek_key(w: &WireEnvelope) -> Key {
         (
             w.source_id().into(),
             w.kind(),
@@ -745,6 +808,8 @@ mod tests {
             w.gauge_names().map(String::from).collect(),
             w.has_tags(),
             w.has_deprecated_tags(),
+            w.timestamp(),
+            NAMES.iter().map(|n| w.tag(n).map(String::from)).collect(),
         )
     }
 
@@ -755,8 +820,7 @@ mod tests {
     }
 
     fn random_string(rng: &mut StdRng) -> String {
-        let pool = ["", "a", "b", "origin", "cpu", "mem", "é✓", "requests"];
-        pool[rng.random_range(0..pool.len())].to_string()
+        NAMES[rng.random_range(0..NAMES.len())].to_string()
     }
 
     fn random_envelope(rng: &mut StdRng) -> v2::Envelope {
@@ -817,6 +881,33 @@ mod tests {
             _ => None,
         };
         e
+    }
+
+    /// Fields appended to an envelope's bytes (how the collector adds its
+    /// `host` tag and a missing timestamp) read as prost reads them: a
+    /// scalar's last value and a map key's last entry win.
+    #[test]
+    fn appended_fields_read_as_prost_reads_them() {
+        let mut e = v2::Envelope::log(0, "app", "0", "hi", v2::log::Type::Out);
+        e.tags.insert("host".into(), "first".into());
+        e.tags.insert("zone".into(), "z1".into());
+        let mut bytes = e.encode_to_vec();
+        let mut extra = v2::Envelope {
+            timestamp: 42,
+            ..Default::default()
+        };
+        extra.tags.insert("host".into(), "second".into());
+        bytes.extend(extra.encode_to_vec());
+        let w = WireEnvelope::new(Bytes::from(bytes)).unwrap();
+        let e = w.decode();
+        assert_eq!((w.timestamp(), e.timestamp), (42, 42));
+        assert_eq!(
+            (w.tag("host"), e.tags["host"].as_str()),
+            (Some("second"), "second")
+        );
+        assert_eq!(w.tag("zone"), Some("z1"));
+        assert_eq!(w.tag("nope"), None);
+        assert_eq!(peek_key(&w), prost_key(&e));
     }
 
     #[test]
