@@ -22,8 +22,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use spillway_plumbing::diode::Diode;
 use spillway_plumbing::fnv;
@@ -46,7 +47,10 @@ pub struct Subscription {
 }
 
 pub struct PubSub {
-    snapshot: RwLock<Arc<Snapshot>>,
+    /// Read (without locking) for every batch published; replaced whole
+    /// when subscriptions come and go, under `writer`.
+    snapshot: ArcSwap<Snapshot>,
+    writer: Mutex<()>,
     next_id: AtomicU64,
     buffer: usize,
     metrics: Arc<SelfMetrics>,
@@ -100,7 +104,8 @@ impl PubSub {
     /// Each subscription buffers up to `buffer` envelopes.
     pub fn new(buffer: usize, metrics: Arc<SelfMetrics>) -> Arc<Self> {
         Arc::new(PubSub {
-            snapshot: RwLock::default(),
+            snapshot: ArcSwap::default(),
+            writer: Mutex::new(()),
             next_id: AtomicU64::new(1),
             buffer,
             metrics,
@@ -137,29 +142,23 @@ impl PubSub {
     }
 
     fn update(&self, change: impl FnOnce(&mut Vec<Arc<Subscription>>)) {
-        let mut guard = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
-        let mut subs = guard.subs.clone();
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.snapshot.load();
+        let mut subs = now.subs.clone();
         change(&mut subs);
-        let positions = guard.round_robin_positions();
-        *guard = Arc::new(Snapshot::build(subs, &positions));
+        let positions = now.round_robin_positions();
+        self.snapshot
+            .store(Arc::new(Snapshot::build(subs, &positions)));
     }
 
     pub fn subscription_count(&self) -> usize {
-        self.snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .subs
-            .len()
+        self.snapshot.load().subs.len()
     }
 
     /// Delivers each envelope to every subscription that selects it, and to
     /// one member of each shard group that selects it.
     pub fn publish(&self, batch: Vec<WireEnvelope>) {
-        let snap = self
-            .snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let snap = self.snapshot.load();
         if snap.subs.is_empty() {
             self.metrics.dropped_because(
                 Direction::Egress,
