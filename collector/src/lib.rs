@@ -7,14 +7,16 @@
 //!   they write into lines ([`lines`]) and envelopes ([`container`]), parked
 //!   in one diode per shard ([`output`]) so each stream keeps its order.
 //! - Apps send envelopes to the v2 Ingress API
-//!   ([`spillway_plumbing::ingress`]) → [`enrich`] (source id fallback,
-//!   counter totals, `host` tag) → the per-core diodes.
+//!   ([`spillway_plumbing::ingress`]) → [`apps`]: [`enrich`] (source id
+//!   fallback, counter totals, `host` tag) → the per-core diodes, encoded
+//!   as received plus what enrichment appends.
 //! - [`shipper`] batches both to the routers over gRPC BatchSender streams.
 //! - Container lines (and, for routes that ask, metrics from ingress) also
 //!   go to the routes of [`spillway_routes`] (syslog and raw receivers) and
 //!   to `/logs` clients, served on the HTTP port with the routes API
 //!   ([`http`]).
 
+pub mod apps;
 pub mod capture;
 pub mod container;
 pub mod enrich;
@@ -29,21 +31,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use clap::Parser;
 use spillway_plumbing::batch::BatchArgs;
 use spillway_plumbing::diode::PerCore;
 use spillway_plumbing::grpc::{self, DEFAULT_MAX_MESSAGE_BYTES, HostPort};
 use spillway_plumbing::health::Health;
 use spillway_plumbing::ingress::IngressService;
-use spillway_plumbing::metrics::{Direction, SelfMetrics};
+use spillway_plumbing::metrics::SelfMetrics;
 use spillway_plumbing::tls::TlsArgs;
 use spillway_plumbing::{parse_duration, usize_in};
-use spillway_proto::v2::Envelope;
 
-use spillway_routes::{Event, Hub, RouteMetrics, Routes};
+use spillway_routes::{Hub, RouteMetrics, Routes};
 
+use crate::apps::AppEnvelopes;
 use crate::capture::SourceKind;
-use crate::enrich::Enricher;
 use crate::output::Output;
 use crate::runtime::{Endpoints, RuntimeKind};
 
@@ -204,7 +206,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     })
     .await
     .map_err(|e| format!("starting the routes failed: {e}"))??;
-    let diodes: Arc<PerCore<Envelope>> = PerCore::for_this_machine(flags.buffer_per_core);
+    let diodes: Arc<PerCore<Bytes>> = PerCore::for_this_machine(flags.buffer_per_core);
 
     let routers = flags
         .router
@@ -235,30 +237,14 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         flags.conn.handshake_timeout,
     );
 
-    let enricher = Arc::new(Enricher::new(host.clone()));
-    let sink = {
-        let (diodes, metrics, hub) = (diodes.clone(), metrics.clone(), hub.clone());
-        Arc::new(move |batch: Vec<Envelope>| {
-            let mut dropped = 0;
-            for mut e in batch {
-                enricher.enrich(&mut e);
-                // Apps' metrics go to routes that ask (include=metrics).
-                if !matches!(
-                    e.message,
-                    Some(spillway_proto::v2::envelope::Message::Log(_))
-                ) {
-                    hub.publish_metric(|| Event {
-                        envelope: e.clone(),
-                        container: None,
-                    });
-                }
-                dropped += u64::from(diodes.push(e));
-            }
-            metrics.dropped(Direction::Ingress, dropped);
-        })
-    };
+    let apps = Arc::new(AppEnvelopes::new(
+        host.clone(),
+        diodes.clone(),
+        metrics.clone(),
+        hub.clone(),
+    ));
     let server = grpc::builder().add_service(IngressService::server(
-        sink.clone(),
+        apps.clone(),
         metrics.clone(),
         flags.max_message_bytes,
     ));
@@ -328,7 +314,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
     );
     health.ready(shipper::HEALTH_PART);
     metrics.spawn_emitter(host.clone(), flags.metrics_interval, move |envelopes| {
-        sink(envelopes)
+        apps.accept_own(envelopes)
     });
 
     tracing::info!(

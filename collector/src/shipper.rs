@@ -20,28 +20,29 @@
 //! their oldest envelopes and count them: producers are never slowed.
 //!
 //! Lanes write each batch as the bytes of an `EnvelopeBatch`
-//! ([`batch::encode_batches`]): the shard diodes hold envelopes already
-//! encoded (so a container line is never sized nor encoded again here), and
-//! the app lane encodes its prost envelopes as it writes them. Links send
-//! these bytes unchanged ([`spillway_proto::preencoded::batch_sender`]).
+//! ([`batch::encode_batches`]): all diodes hold envelopes already encoded
+//! (container lines as [`crate::output`] wrote them, apps' envelopes as
+//! they came plus what [`crate::enrich`] appended), so none is decoded or
+//! encoded again here. Links send these bytes unchanged
+//! ([`spillway_proto::preencoded::batch_sender`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use spillway_plumbing::backoff::Backoff;
 use spillway_plumbing::batch::{self, BatchPolicy};
 use spillway_plumbing::diode::PerCore;
-
-use crate::output::Shards;
 use spillway_plumbing::grpc::HostPort;
 use spillway_plumbing::logging::{RateLimited, error_chain};
 use spillway_plumbing::metrics::{Direction, SelfMetrics};
 use spillway_proto::preencoded::{self, EncodedBatch};
-use spillway_proto::v2::Envelope;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
+
+use crate::output::Shards;
 
 /// A lane's handle on one link.
 struct Link {
@@ -94,7 +95,7 @@ pub const HEALTH_PART: &str = "shipping";
 /// was accepted near the limit over it) is dropped and counted here, since
 /// the router would refuse it and fail the whole stream.
 pub fn spawn(
-    apps: Arc<PerCore<Envelope>>,
+    apps: Arc<PerCore<Bytes>>,
     shards: Shards,
     routers: Vec<(HostPort, Endpoint)>,
     links_per_router: usize,

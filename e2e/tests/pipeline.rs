@@ -102,6 +102,64 @@ async fn five_kinds_reach_the_consumer_intact() {
     }
 }
 
+/// The collector forwards what an app sent as it came, plus the bytes of
+/// its `host` tag: a consumer of the RLP gets the sender's bytes (its tag
+/// order, a field this version does not know) followed by that one map
+/// entry, never an envelope decoded and encoded again.
+#[tokio::test(flavor = "multi_thread")]
+async fn app_envelopes_travel_as_sent_plus_the_host_tag() {
+    use bytes::{Bytes, BytesMut};
+    use prost::Message as _;
+    use spillway_proto::encoded::client::egress_client::EgressClient as WireEgressClient;
+    use spillway_proto::preencoded::{self, field};
+
+    let certs = Certs::new();
+    let router = Router::start(&certs, &[]);
+    let rlp = Rlp::start(&certs, &[&router], &[]);
+    let collector = Collector::start(&certs, &[&router], &[]);
+    let mut stream = WireEgressClient::new(channel(rlp.port, certs.client()).await)
+        .batched_receiver(request("as-sent", &[Kind::Log], ""))
+        .await
+        .unwrap()
+        .into_inner();
+    eventually(
+        Duration::from_secs(10),
+        "the RLP subscribed on the router",
+        || router.subscriptions() >= 1,
+    )
+    .await;
+
+    let mut sent = numbered_log("as-sent", 1).encode_to_vec();
+    for (k, v) in [("zeta", "1"), ("alpha", "2")] {
+        preencoded::put_string_map_entry(&mut sent, field::ENVELOPE_TAGS, k, v);
+    }
+    // Field 15, varint 42: unknown here, dropped by any decode.
+    sent.extend([0x78, 0x2a]);
+    let mut batch = Vec::new();
+    preencoded::put_batch_entry(&mut batch, &sent);
+    preencoded::batch_sender(
+        channel(collector.port, certs.client()).await,
+        usize::MAX,
+        futures::stream::iter([Bytes::from(batch)]),
+    )
+    .await
+    .expect("the collector takes the batch");
+
+    let got = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an envelope within 10 s")
+        .unwrap()
+        .expect("a batch");
+    let mut expected = BytesMut::from(&sent[..]);
+    preencoded::put_string_map_entry(&mut expected, field::ENVELOPE_TAGS, "host", "e2e-host");
+    assert_eq!(got.0.len(), 1);
+    assert_eq!(
+        &got.0[0].bytes()[..],
+        &expected[..],
+        "as sent, plus the host tag"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn single_envelope_receiver_legacy_tags_and_origin_fallback() {
     let certs = Certs::new();

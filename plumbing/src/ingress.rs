@@ -1,35 +1,31 @@
 //! The v2 Ingress gRPC service (Sender, BatchSender, Send), shared by the
 //! collector (apps send to it) and the router (collectors send to it).
 //!
-//! [`IngressService`] decodes what arrives and hands each batch to a [`Sink`]; it never
-//! waits on what happens next. A malformed message ends that one stream
-//! with an error status (InvalidArgument; ResourceExhausted for a batch of
-//! too many envelopes; OutOfRange for one over the size limit), counted in
-//! `spillway_refused_messages_total{reason}`; other streams are untouched.
-//! [`WireIngressService`] is the same service for a hop that forwards
-//! envelopes as bytes: it peeks them instead of decoding them.
+//! Both hops forward envelopes as the bytes they came as: [`IngressService`]
+//! checks and peeks each message ([`spillway_proto::encoded`]), never
+//! decoding it into prost structs, and hands each batch to a [`Sink`]; it
+//! never waits on what happens next. A malformed message ends that one
+//! stream with an error status (InvalidArgument; ResourceExhausted for a
+//! batch of too many envelopes; OutOfRange for one over the size limit),
+//! counted in `spillway_refused_messages_total{reason}`; other streams are
+//! untouched.
 
 use std::sync::Arc;
 
-use spillway_proto::encoded::server::ingress_server::{
-    Ingress as WireIngress, IngressServer as WireIngressServer,
-};
+use spillway_proto::encoded::server::ingress_server::{Ingress, IngressServer};
 use spillway_proto::encoded::{WireBatch, WireEnvelope};
-use spillway_proto::v2::ingress_server::{Ingress, IngressServer};
-use spillway_proto::v2::{
-    BatchSenderResponse, Envelope, EnvelopeBatch, IngressResponse, SendResponse,
-};
+use spillway_proto::v2::{BatchSenderResponse, IngressResponse, SendResponse};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::SelfMetrics;
 
 /// Where received envelopes go. Must not block.
 pub trait Sink: Send + Sync + 'static {
-    fn accept(&self, batch: Vec<Envelope>);
+    fn accept(&self, batch: Vec<WireEnvelope>);
 }
 
-impl<F: Fn(Vec<Envelope>) + Send + Sync + 'static> Sink for F {
-    fn accept(&self, batch: Vec<Envelope>) {
+impl<F: Fn(Vec<WireEnvelope>) + Send + Sync + 'static> Sink for F {
+    fn accept(&self, batch: Vec<WireEnvelope>) {
         self(batch)
     }
 }
@@ -51,80 +47,6 @@ impl<S: Sink> IngressService<S> {
             .max_decoding_message_size(max_message_bytes)
     }
 
-    fn take(&self, batch: Vec<Envelope>) {
-        if batch.is_empty() {
-            return;
-        }
-        self.metrics.ingress.inc_by(batch.len() as u64);
-        self.sink.accept(batch);
-    }
-}
-
-#[tonic::async_trait]
-impl<S: Sink> Ingress for IngressService<S> {
-    async fn sender(
-        &self,
-        request: Request<Streaming<Envelope>>,
-    ) -> Result<Response<IngressResponse>, Status> {
-        let mut stream = request.into_inner();
-        while let Some(envelope) = stream.message().await? {
-            self.take(vec![envelope]);
-        }
-        Ok(Response::new(IngressResponse {}))
-    }
-
-    async fn batch_sender(
-        &self,
-        request: Request<Streaming<EnvelopeBatch>>,
-    ) -> Result<Response<BatchSenderResponse>, Status> {
-        let mut stream = request.into_inner();
-        while let Some(batch) = stream.message().await? {
-            self.take(batch.batch);
-        }
-        Ok(Response::new(BatchSenderResponse {}))
-    }
-
-    async fn send(
-        &self,
-        request: Request<EnvelopeBatch>,
-    ) -> Result<Response<SendResponse>, Status> {
-        self.take(request.into_inner().batch);
-        Ok(Response::new(SendResponse {}))
-    }
-}
-
-/// Where received encoded envelopes go. Must not block.
-pub trait WireSink: Send + Sync + 'static {
-    fn accept(&self, batch: Vec<WireEnvelope>);
-}
-
-impl<F: Fn(Vec<WireEnvelope>) + Send + Sync + 'static> WireSink for F {
-    fn accept(&self, batch: Vec<WireEnvelope>) {
-        self(batch)
-    }
-}
-
-/// The v2 Ingress service for a hop that forwards envelopes as the bytes
-/// they came as (the router): each message is checked and peeked
-/// ([`spillway_proto::encoded`]), never decoded into prost structs. Refusals
-/// and their counting are those of [`IngressService`].
-pub struct WireIngressService<S> {
-    sink: Arc<S>,
-    metrics: Arc<SelfMetrics>,
-}
-
-impl<S: WireSink> WireIngressService<S> {
-    /// The service wrapped for tonic, accepting messages up to
-    /// `max_message_bytes`.
-    pub fn server(
-        sink: Arc<S>,
-        metrics: Arc<SelfMetrics>,
-        max_message_bytes: usize,
-    ) -> WireIngressServer<Self> {
-        WireIngressServer::new(WireIngressService { sink, metrics })
-            .max_decoding_message_size(max_message_bytes)
-    }
-
     fn take(&self, batch: Vec<WireEnvelope>) {
         if batch.is_empty() {
             return;
@@ -135,7 +57,7 @@ impl<S: WireSink> WireIngressService<S> {
 }
 
 #[tonic::async_trait]
-impl<S: WireSink> WireIngress for WireIngressService<S> {
+impl<S: Sink> Ingress for IngressService<S> {
     async fn sender(
         &self,
         request: Request<Streaming<WireEnvelope>>,
@@ -170,6 +92,7 @@ mod tests {
 
     use bytes::Bytes;
     use spillway_proto::preencoded;
+    use spillway_proto::v2::Envelope;
     use spillway_proto::v2::log::Type;
 
     use super::*;
@@ -182,7 +105,11 @@ mod tests {
         let got = Arc::new(Mutex::new(Vec::new()));
         let sink = {
             let got = got.clone();
-            Arc::new(move |batch: Vec<Envelope>| got.lock().unwrap().push(batch))
+            Arc::new(move |batch: Vec<WireEnvelope>| {
+                got.lock()
+                    .unwrap()
+                    .push(batch.iter().map(WireEnvelope::decode).collect::<Vec<_>>())
+            })
         };
         let metrics = Arc::new(SelfMetrics::new("test"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

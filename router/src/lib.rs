@@ -21,7 +21,7 @@ use std::sync::Arc;
 use clap::Parser;
 use spillway_plumbing::batch::BatchArgs;
 use spillway_plumbing::grpc::{self, DEFAULT_MAX_MESSAGE_BYTES};
-use spillway_plumbing::ingress::WireIngressService;
+use spillway_plumbing::ingress::IngressService;
 use spillway_plumbing::metrics::{self, SelfMetrics, SelfMetricsArgs};
 use spillway_plumbing::tls::TlsArgs;
 use spillway_proto::encoded::WireEnvelope;
@@ -89,29 +89,16 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
             )
         })
     };
-    // v1 envelopes arrive decoded (and converted): encoded here once.
-    let v1_ingress = {
-        let pubsub = pubsub.clone();
-        Arc::new(move |batch: Vec<spillway_proto::v2::Envelope>| {
-            pubsub.publish(
-                batch
-                    .iter()
-                    .map(WireEnvelope::from_envelope)
-                    .map(WireEnvelope::normalize_at_ingress)
-                    .collect(),
-            )
-        })
-    };
     let grpc_listener = grpc::bind("--addr", flags.addr).await?;
     let http_listener = grpc::bind("--metrics-addr", flags.metrics_addr).await?;
     let server = grpc::builder()
-        .add_service(WireIngressService::server(
-            ingress,
+        .add_service(IngressService::server(
+            ingress.clone(),
             metrics.clone(),
             flags.max_message_bytes,
         ))
         .add_service(V1Ingest::server(
-            v1_ingress,
+            ingress,
             metrics.clone(),
             flags.max_message_bytes,
         ))

@@ -3,10 +3,9 @@
 //! Between each diode and the next hop, a lane takes the envelopes out with
 //! `next_batch` (up to `--batch-size` 256, default flags) and cuts them
 //! so that no gRPC message exceeds its limit: the collector's lanes write
-//! them as `EnvelopeBatch` bytes with `encode_batches` (container lines are
-//! already bytes; app envelopes are sized once with prost's `encoded_len`
-//! and encoded as they are written), the router's egress cuts prost
-//! envelopes with `chunk_by_bytes`. Under load the diode is full
+//! them as `EnvelopeBatch` bytes with `encode_batches` (container lines and
+//! app envelopes are already bytes), the router's egress cuts encoded
+//! envelopes by their byte lengths. Under load the diode is full
 //! and batches are full at once, so this is the whole per-envelope cost of
 //! batching in the collector's shipper and in the router's egress. Each
 //! iteration drains a diode holding 40 full batches (10,240 envelopes, just
@@ -16,9 +15,8 @@
 //! - `collector_shard_lane`: an ordered lane of the collector's shipper
 //!   (`Diode<Bytes>` of encoded envelopes; drop what cannot fit a message,
 //!   then write the `EnvelopeBatch` bytes, cut at the byte limit).
-//! - `collector_app_lane`: the same over the `PerCore<Envelope>` diodes of
-//!   the v2 Ingress API (the envelopes spread over the CPUs' diodes), which
-//!   encodes each prost envelope into the batch bytes.
+//! - `collector_app_lane`: the same over the `PerCore<Bytes>` diodes of
+//!   the v2 Ingress API (the envelopes spread over the CPUs' diodes).
 //! - `router_egress`: a router subscription served by `serve_diode`
 //!   (`Diode<Bytes>` of the envelopes as received, cut by their byte
 //!   lengths; the bytes are written unchanged by the codec, see the
@@ -164,13 +162,18 @@ fn batching(c: &mut Criterion) {
 
     let per_core = PerCore::for_this_machine(items);
     let cores = per_core.cores();
-    let refill_per_core = |messages: Vec<Vec<Envelope>>| {
+    let refill_per_core = |messages: Vec<Vec<Bytes>>| {
         for (i, e) in messages.into_iter().flatten().enumerate() {
             per_core.push_to(i % cores, e);
         }
         assert_eq!(per_core.len(), items, "every envelope came back");
     };
-    refill_per_core(vec![envelopes.clone()]);
+    refill_per_core(vec![
+        envelopes
+            .iter()
+            .map(|e| Bytes::from(prost::Message::encode_to_vec(e)))
+            .collect(),
+    ]);
     group.bench_function("collector_app_lane", |b| {
         b.iter_custom(|iters| timed(iters, || collector_lane(&per_core, items), refill_per_core))
     });

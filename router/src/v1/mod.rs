@@ -21,6 +21,7 @@ use prost::Message as _;
 use spillway_plumbing::ingress::Sink;
 use spillway_plumbing::metrics::{Direction, SelfMetrics};
 use spillway_proto::codec::{self, Refusal};
+use spillway_proto::encoded::WireEnvelope;
 use spillway_proto::events;
 use spillway_proto::plumbing::doppler_ingestor_server::{DopplerIngestor, DopplerIngestorServer};
 use spillway_proto::plumbing::{EnvelopeData, PushResponse};
@@ -67,7 +68,8 @@ impl<S: Sink> V1Ingest<S> {
         }
         self.metrics.ingress.inc();
         match conversion::to_v2(envelope) {
-            Ok(v2) => self.sink.accept(vec![v2]),
+            // Encoded here once, then forwarded like any v2 envelope.
+            Ok(v2) => self.sink.accept(vec![WireEnvelope::from_envelope(&v2)]),
             Err(conversion::Unconvertible { event_type }) => {
                 tracing::debug!("dropped a v1 envelope of event type {event_type}: no v2 form");
                 self.metrics
