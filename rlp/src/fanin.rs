@@ -31,7 +31,7 @@ use spillway_proto::encoded::WireEnvelope;
 use spillway_proto::encoded::client::egress_client::EgressClient;
 use spillway_proto::v2::{EgressBatchRequest, Envelope, Value, value::Data};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::discovery::{Router, RouterSet};
 
@@ -70,13 +70,13 @@ impl From<Refused> for tonic::Status {
 pub struct Consumer {
     pub diode: Arc<Diode<Bytes>>,
     /// Follows the router set; owns one task per router.
-    task: AbortOnDrop,
+    task: AbortOnDropHandle<()>,
     fanin: Arc<Fanin>,
 }
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        self.task.0.abort();
+        self.task.abort();
         // What the consumer did not take is lost with its stream.
         self.fanin.metrics.dropped_because(
             Direction::Egress,
@@ -85,15 +85,6 @@ impl Drop for Consumer {
         );
         self.fanin.open.fetch_sub(1, Ordering::Relaxed);
         self.fanin.metrics.subscriptions.dec();
-    }
-}
-
-/// A task that ends when its handle is dropped.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -140,7 +131,7 @@ impl Fanin {
         ));
         Ok(Consumer {
             diode,
-            task: AbortOnDrop(task),
+            task: AbortOnDropHandle::new(task),
             fanin: self.clone(),
         })
     }
@@ -153,7 +144,7 @@ async fn follow_all(
     diode: Arc<Diode<Bytes>>,
     metrics: Arc<SelfMetrics>,
 ) {
-    let mut following: HashMap<SocketAddr, AbortOnDrop> = HashMap::new();
+    let mut following: HashMap<SocketAddr, AbortOnDropHandle<()>> = HashMap::new();
     loop {
         let set = routers.borrow_and_update().clone();
         // Dropping a router's task ends its stream: the router sees the
@@ -161,7 +152,7 @@ async fn follow_all(
         following.retain(|addr, _| set.contains_key(addr));
         for (addr, router) in set.iter() {
             following.entry(*addr).or_insert_with(|| {
-                AbortOnDrop(tokio::spawn(follow(
+                AbortOnDropHandle::new(tokio::spawn(follow(
                     router.clone(),
                     req.clone(),
                     diode.clone(),

@@ -30,6 +30,7 @@ use spillway_plumbing::backoff::Backoff;
 use spillway_plumbing::logging::{RateLimited, error_chain};
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::time::{docker_since, parse_rfc3339};
 use super::{Containers, Event, container_from_inspect};
@@ -137,7 +138,7 @@ impl Watcher {
         };
         let (queue_tx, mut queue) = mpsc::unbounded_channel();
         let subscription = tokio::spawn(subscribe(self.docker.clone(), since, queue_tx));
-        let _abort = AbortOnDrop(subscription);
+        let _abort = AbortOnDropHandle::new(subscription);
         if let Err(end) = self.resync().await {
             return end;
         }
@@ -363,14 +364,6 @@ fn why_ignored(c: &Container) -> String {
             || "label spillway.ignore=true".to_owned(),
             |kv| format!("environment {kv}"),
         )
-}
-
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]
