@@ -31,6 +31,9 @@ use std::fmt::Write as _;
 use std::io;
 
 use spillway_proto::v2::{self, envelope::Message};
+use time::OffsetDateTime;
+use time::format_description::StaticFormatDescription;
+use time::macros::format_description;
 
 /// Writes `envelope` as one line (readable, or protobuf-JSON when `json`).
 pub fn write_envelope(
@@ -171,42 +174,20 @@ fn duration(start: i64, stop: i64) -> String {
     format!("{sign}{:?}", std::time::Duration::from_nanos(magnitude))
 }
 
+/// RFC 3339 in UTC with all nine fractional digits.
+const RFC3339_NANOS: StaticFormatDescription =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
+
 /// Formats nanoseconds since the Unix epoch as RFC 3339 in UTC with all nine
 /// fractional digits, e.g. `2026-11-20T23:12:00.123456789Z`.
-pub fn rfc3339_nanos(nanos: i64) -> String {
-    const NANOS_PER_SEC: i64 = 1_000_000_000;
-    const SECS_PER_DAY: i64 = 86_400;
-    let secs = nanos.div_euclid(NANOS_PER_SEC);
-    let frac = nanos.rem_euclid(NANOS_PER_SEC);
-    let days = secs.div_euclid(SECS_PER_DAY);
-    let secs_of_day = secs.rem_euclid(SECS_PER_DAY);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:09}Z",
-        secs_of_day / 3600,
-        secs_of_day / 60 % 60,
-        secs_of_day % 60,
-    )
-}
-
-/// The proleptic Gregorian date `(year, month, day)` that is `days` days
-/// after 1970-01-01 (negative: before it).
 ///
-/// This is Howard Hinnant's `civil_from_days`: shift the epoch to
-/// 0000-03-01 so that the leap day ends the year, split into 400-year eras
-/// of 146 097 days, then find the year of the era, the day of the year and
-/// from it the month (March = 0) with a linear formula.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468; // days from 0000-03-01 to 1970-01-01
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // day of era, [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year, [0, 365]
-    let mp = (5 * doy + 2) / 153; // month from March, [0, 11]
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// Every `i64` is a date between 1677 and 2262, within the years the `time`
+/// crate formats (-9999 to 9999): this cannot fail.
+pub fn rfc3339_nanos(nanos: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
+        .ok()
+        .and_then(|t| t.format(RFC3339_NANOS).ok())
+        .expect("i64 nanoseconds are a date between 1677 and 2262")
 }
 
 #[cfg(test)]
@@ -226,43 +207,43 @@ mod tests {
     }
 
     #[test]
-    fn civil_from_days_known_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(11_017), (2000, 3, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(20_777), (2026, 11, 20));
-        assert_eq!(civil_from_days(-25_508), (1900, 3, 1));
-        assert_eq!(
-            civil_from_days(-25_509),
-            (1900, 2, 28),
-            "1900 is no leap year"
-        );
-    }
-
-    #[test]
-    fn civil_from_days_is_continuous() {
-        // Every day from 1677 to 2262 (the range of i64 nanoseconds) is the
-        // day after the previous one.
-        let mut prev = civil_from_days(-106_752);
-        for days in -106_751..=106_751 {
-            let (y, m, d) = civil_from_days(days);
-            let (py, pm, pd) = prev;
-            let next_day = (y, m, d) == (py, pm, pd + 1);
-            let next_month = d == 1 && ((y, m) == (py, pm + 1) || (y, m, pm) == (py + 1, 1, 12));
-            assert!(next_day || next_month, "{prev:?} -> {:?}", (y, m, d));
-            prev = (y, m, d);
-        }
-    }
-
-    #[test]
     fn rfc3339_with_nanoseconds() {
         assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
         assert_eq!(rfc3339_nanos(TS), "2026-11-20T23:12:00.123456789Z");
         assert_eq!(rfc3339_nanos(-1), "1969-12-31T23:59:59.999999999Z");
         assert_eq!(rfc3339_nanos(i64::MAX), "2262-04-11T23:47:16.854775807Z");
         assert_eq!(rfc3339_nanos(i64::MIN), "1677-09-21T00:12:43.145224192Z");
+    }
+
+    #[test]
+    fn rfc3339_known_dates() {
+        const DAY: i64 = 86_400 * 1_000_000_000;
+        assert_eq!(
+            rfc3339_nanos(11_017 * DAY),
+            "2000-03-01T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            rfc3339_nanos(11_016 * DAY),
+            "2000-02-29T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            rfc3339_nanos(19_782 * DAY),
+            "2024-02-29T00:00:00.000000000Z"
+        );
+        // Before 1970: the fraction still counts forward within the second.
+        assert_eq!(
+            rfc3339_nanos(-25_508 * DAY),
+            "1900-03-01T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            rfc3339_nanos(-25_508 * DAY - 1),
+            "1900-02-28T23:59:59.999999999Z",
+            "1900 is no leap year"
+        );
+        assert_eq!(
+            rfc3339_nanos(-1_500_000_000),
+            "1969-12-31T23:59:58.500000000Z"
+        );
     }
 
     #[test]
