@@ -238,14 +238,13 @@ impl Emitters {
 
 /// Is `pid` an emitter (`/emitter` in its container) that has not exited?
 fn is_running_emitter(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Some(stat) = i32::try_from(pid)
+        .ok()
+        .and_then(|pid| procfs::process::Process::new(pid).ok()?.stat().ok())
+    else {
         return false;
     };
-    // `pid (comm) state ...`
-    let Some((comm, rest)) = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')')) else {
-        return false;
-    };
-    comm == "emitter" && !rest.trim_start().starts_with('Z')
+    stat.comm == "emitter" && stat.state != 'Z'
 }
 
 impl Drop for Emitters {

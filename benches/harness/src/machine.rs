@@ -1,27 +1,29 @@
 //! A description of the machine, for the report.
 
+use procfs::{CpuInfo, Current as _, Meminfo};
 use spillway_bench_report::results::Machine;
 use spillway_e2e::docker::docker;
 
 pub fn describe(profile: &str) -> Machine {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let cpuinfo = read("/proc/cpuinfo");
     let field = |text: &str, key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix(':'))
             .map(|v| v.trim().trim_matches('"').to_owned())
             .unwrap_or_default()
     };
-    let mem_kib: f64 = field(&read("/proc/meminfo"), "MemTotal")
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap_or(0.0);
+    let cpu = CpuInfo::current()
+        .ok()
+        .and_then(|c| c.model_name(0).map(str::to_owned))
+        .unwrap_or_default();
+    let mem_bytes = Meminfo::current().map_or(0, |m| m.mem_total);
     let os_release = read("/etc/os-release").replace('=', ":");
     Machine {
-        cpu: field(&cpuinfo, "model name"),
+        cpu,
         cores: std::thread::available_parallelism().map_or(0, |n| n.get() as u32),
-        memory_gib: mem_kib / (1 << 20) as f64,
+        memory_gib: mem_bytes as f64 / (1u64 << 30) as f64,
+        // As written: procfs has it only as a parsed number
+        // (`KernelVersion`), without the distribution's suffix.
         kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
         os: field(&os_release, "PRETTY_NAME"),
         docker: docker(&["version", "--format", "{{.Server.Version}}"]).1,

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use procfs::process::{Process, Stat};
+
 const PERIOD: Duration = Duration::from_millis(100);
 
 /// Which group a process found by its name (`comm`, at most 15 bytes)
@@ -67,10 +69,8 @@ struct Seen {
 }
 
 fn sample(named: &[(String, u32)], stop: &AtomicBool) -> Usage {
-    // SAFETY: sysconf has no preconditions.
-    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    // SAFETY: as above.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
+    let ticks_per_s = procfs::ticks_per_second().max(1) as f64;
+    let page = procfs::page_size().max(1) as f64;
     let mut seen: HashMap<u32, Seen> = HashMap::new();
     let mut peak_rss: BTreeMap<String, f64> = BTreeMap::new();
     let mut first = true;
@@ -79,7 +79,7 @@ fn sample(named: &[(String, u32)], stop: &AtomicBool) -> Usage {
         let mut rss: BTreeMap<String, f64> = BTreeMap::new();
         let found = named.iter().cloned().chain(by_name());
         for (group, pid) in found {
-            let Some(stat) = Stat::read(pid) else {
+            let Some(stat) = Reading::of(pid) else {
                 continue;
             };
             let entry = seen.entry(pid).or_insert_with(|| Seen {
@@ -115,43 +115,37 @@ fn sample(named: &[(String, u32)], stop: &AtomicBool) -> Usage {
 
 /// Processes of the groups found by name, from a scan of `/proc`.
 fn by_name() -> Vec<(String, u32)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+    let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
     };
-    dir.filter_map(|e| {
-        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        Some((group_of(comm.trim_end())?.to_owned(), pid))
+    all.filter_map(|p| {
+        let p = p.ok()?;
+        let comm = p.stat().ok()?.comm;
+        Some((group_of(&comm)?.to_owned(), u32::try_from(p.pid()).ok()?))
     })
     .collect()
 }
 
-/// The fields of `/proc/<pid>/stat` and `statm` the sampler needs.
-struct Stat {
+/// What the sampler needs of `/proc/<pid>/stat` and `statm`.
+struct Reading {
     /// utime + stime, in clock ticks.
     ticks: u64,
     rss_pages: u64,
 }
 
-impl Stat {
-    fn read(pid: u32) -> Option<Stat> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-        Some(Stat {
-            ticks: parse_ticks(&stat)?,
-            rss_pages: statm.split_whitespace().nth(1)?.parse().ok()?,
+impl Reading {
+    fn of(pid: u32) -> Option<Reading> {
+        let p = Process::new(i32::try_from(pid).ok()?).ok()?;
+        Some(Reading {
+            ticks: ticks(&p.stat().ok()?),
+            rss_pages: p.statm().ok()?.resident,
         })
     }
 }
 
-/// utime + stime from a `/proc/<pid>/stat` line. The command name (field 2)
-/// is in parentheses and may hold spaces: fields are counted after its `)`.
-fn parse_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11); // state is field 3
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+/// utime + stime, in clock ticks.
+fn ticks(stat: &Stat) -> u64 {
+    stat.utime + stat.stime
 }
 
 #[cfg(test)]
@@ -160,10 +154,14 @@ mod tests {
 
     #[test]
     fn stat_fields_after_the_command_name() {
+        use procfs::FromRead as _;
         let line = "4242 (containerd-shim (x) y) S 1 4242 1 0 -1 4194560 1234 0 0 0 \
-                    250 75 0 0 20 0 12 0 99 123456 789 18446744073709551615";
-        assert_eq!(parse_ticks(line), Some(325));
-        assert_eq!(parse_ticks("garbage"), None);
+                    250 75 0 0 20 0 12 0 99 123456 789 18446744073709551615 \
+                    1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0";
+        let stat = Stat::from_read(line.as_bytes()).unwrap();
+        assert_eq!(stat.comm, "containerd-shim (x) y");
+        assert_eq!(ticks(&stat), 325);
+        assert!(Stat::from_read("garbage".as_bytes()).is_err());
     }
 
     #[test]
