@@ -10,7 +10,7 @@ pub mod docker;
 pub mod podman;
 pub mod rsyslog;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -556,62 +556,69 @@ pub async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> 
     }
 }
 
-/// GETs `path` on `127.0.0.1:port` over HTTP/1.0 and returns the body.
+/// A plain-HTTP client for the HTTP ports of the processes under test:
+/// 4xx and 5xx are answers, not errors; no redirect is followed, no proxy
+/// used; a whole request has 10 s. Its own connections: none are pooled
+/// across calls, so none outlives the process it was made to.
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// GETs `path` on `127.0.0.1:port` and returns the body.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     http_status(port, path).map(|(_, body)| body)
 }
 
-/// GETs `path` on `127.0.0.1:port` over HTTP/1.0; returns the status code
-/// and the body.
+/// GETs `path` on `127.0.0.1:port`; returns the status code and the body
+/// (`None` without an answer within 10 s).
 pub fn http_status(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head.split(' ').nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
+    let mut response = http_agent()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .ok()?;
+    let body = response.body_mut().read_to_string().ok()?;
+    Some((response.status().as_u16(), body))
 }
 
-/// `curl -X method http://127.0.0.1:port/path` with an optional JSON body
-/// and bearer token (a real HTTP client for the collector's HTTP API);
-/// returns the status code (0 if none came within 10 s) and the body.
-pub fn curl_api(
+/// `method http://127.0.0.1:port/path` with an optional JSON body and
+/// bearer token, for the collector's HTTP API; returns the status code (0
+/// if none came within 10 s) and the body.
+pub fn http_call(
     port: u16,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
     token: Option<&str>,
 ) -> (u16, String) {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args([
-        "-s",
-        "-m",
-        "10",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        method,
-    ])
-    .arg(format!("http://127.0.0.1:{port}{path}"));
-    if let Some(b) = body {
-        cmd.args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &b.to_string(),
-        ]);
-    }
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"));
     if let Some(t) = token {
-        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        request = request.header("Authorization", format!("Bearer {t}"));
     }
-    let out = cmd.output().expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').expect("a status line");
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    let answer = match body {
+        Some(b) => http_agent().run(
+            request
+                .header("Content-Type", "application/json")
+                .body(b.to_string())
+                .expect("a valid request"),
+        ),
+        None => http_agent().run(request.body(()).expect("a valid request")),
+    };
+    let Ok(mut response) = answer else {
+        return (0, String::new());
+    };
+    let body = response.body_mut().read_to_vec().unwrap_or_default();
+    (
+        response.status().as_u16(),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 /// A sample from a Prometheus `/metrics` page, e.g.

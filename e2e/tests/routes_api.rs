@@ -1,4 +1,4 @@
-//! The routes API on the collector's HTTP port, with curl: create, list,
+//! The routes API on the collector's HTTP port: create, list,
 //! get, delete, 400 naming the problem, persistence across a restart, and
 //! the bearer token when the port listens beyond loopback.
 
@@ -7,7 +7,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 use spillway_e2e::*;
 
-/// `curl` → (status, body).
+/// Parses an answer's body as JSON.
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
@@ -28,7 +28,7 @@ fn create_list_get_delete_and_persist() {
     let mut collector = start();
     let port = collector.http_port;
 
-    let (code, body) = curl_api(port, "GET", "/routes", None, None);
+    let (code, body) = http_call(port, "GET", "/routes", None, None);
     assert_eq!(code, 200);
     let list = json(&body);
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -36,7 +36,7 @@ fn create_list_get_delete_and_persist() {
     assert_eq!(list[0]["uri"], flag_route);
 
     // By URI, with a generated id.
-    let (code, body) = curl_api(
+    let (code, body) = http_call(
         port,
         "POST",
         "/routes",
@@ -54,7 +54,7 @@ fn create_list_get_delete_and_persist() {
     assert_eq!(created["persisted"], true);
 
     // By fields, with an id of our own.
-    let (code, body) = curl_api(
+    let (code, body) = http_call(
         port,
         "POST",
         "/routes",
@@ -66,7 +66,7 @@ fn create_list_get_delete_and_persist() {
         None,
     );
     assert_eq!(code, 201, "{body}");
-    let (code, _) = curl_api(
+    let (code, _) = http_call(
         port,
         "POST",
         "/routes",
@@ -75,12 +75,12 @@ fn create_list_get_delete_and_persist() {
     );
     assert_eq!(code, 409);
 
-    let (code, body) = curl_api(port, "GET", "/routes/papertrail", None, None);
+    let (code, body) = http_call(port, "GET", "/routes/papertrail", None, None);
     assert_eq!(code, 200);
     assert_eq!(json(&body)["filters"]["labels"][0], "team:pay*");
-    assert_eq!(curl_api(port, "GET", "/routes/nope", None, None).0, 404);
+    assert_eq!(http_call(port, "GET", "/routes/nope", None, None).0, 404);
     assert_eq!(
-        json(&curl_api(port, "GET", "/routes", None, None).1)
+        json(&http_call(port, "GET", "/routes", None, None).1)
             .as_array()
             .unwrap()
             .len(),
@@ -114,48 +114,36 @@ fn create_list_get_delete_and_persist() {
         (json!({"adapter": "syslog"}), "needs"),
         (json!({"uri": "raw://h:1", "colour": "blue"}), "colour"),
     ] {
-        let (code, text) = curl_api(port, "POST", "/routes", Some(&body), None);
+        let (code, text) = http_call(port, "POST", "/routes", Some(&body), None);
         assert_eq!(code, 400, "{body}: {text}");
         let error = json(&text)["error"].as_str().unwrap().to_owned();
         assert!(error.contains(needle), "{body}: {error}");
     }
-    let (code, text) = {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-w",
-                "\n%{http_code}",
-                "-X",
-                "POST",
-                "--data-binary",
-                "{not json",
-            ])
-            .arg(format!("http://127.0.0.1:{port}/routes"))
-            .output()
-            .unwrap();
-        let t = String::from_utf8_lossy(&out.stdout).to_string();
-        let (b, c) = t.rsplit_once('\n').unwrap();
-        (c.to_owned(), b.to_owned())
-    };
-    assert_eq!(code, "400");
+    // A body that is not JSON, sent as is (`http_call` takes JSON values).
+    let mut answer = http_agent()
+        .post(format!("http://127.0.0.1:{port}/routes"))
+        .send("{not json")
+        .expect("an answer");
+    let text = answer.body_mut().read_to_string().unwrap();
+    assert_eq!(answer.status().as_u16(), 400, "{text}");
     assert!(text.contains("bad route JSON"), "{text}");
 
     // Delete one; the other API route persists across a restart, the
     // --route one comes back from the flag, the deleted one stays gone.
     assert_eq!(
-        curl_api(port, "DELETE", &format!("/routes/{id}"), None, None).0,
+        http_call(port, "DELETE", &format!("/routes/{id}"), None, None).0,
         204
     );
     assert_eq!(
-        curl_api(port, "DELETE", &format!("/routes/{id}"), None, None).0,
+        http_call(port, "DELETE", &format!("/routes/{id}"), None, None).0,
         404
     );
-    let saved_view = json(&curl_api(port, "GET", "/routes/papertrail", None, None).1);
+    let saved_view = json(&http_call(port, "GET", "/routes/papertrail", None, None).1);
     collector.proc.kill();
     let collector = start();
     // The restored route is the one saved: its adapter, address, every
     // filter and option, not just its id.
-    let (code, body) = curl_api(collector.http_port, "GET", "/routes/papertrail", None, None);
+    let (code, body) = http_call(collector.http_port, "GET", "/routes/papertrail", None, None);
     assert_eq!(code, 200, "{body}");
     let restored = json(&body);
     for field in [
@@ -180,7 +168,7 @@ fn create_list_get_delete_and_persist() {
         restored["options"]["template"], "{{ container.name }} {{ message }}",
         "{restored}"
     );
-    let (code, body) = curl_api(collector.http_port, "GET", "/routes", None, None);
+    let (code, body) = http_call(collector.http_port, "GET", "/routes", None, None);
     assert_eq!(code, 200);
     let ids: Vec<String> = json(&body)
         .as_array()
@@ -237,23 +225,23 @@ fn beyond_loopback_every_endpoint_but_health_wants_the_token() {
     );
     wait_port(port);
     for path in ["/routes", "/metrics", "/logs"] {
-        assert_eq!(curl_api(port, "GET", path, None, None).0, 401, "{path}");
+        assert_eq!(http_call(port, "GET", path, None, None).0, 401, "{path}");
         assert_eq!(
-            curl_api(port, "GET", path, None, Some("wrong")).0,
+            http_call(port, "GET", path, None, Some("wrong")).0,
             401,
             "{path}"
         );
     }
-    assert_eq!(curl_api(port, "GET", "/health", None, None).0, 200);
+    assert_eq!(http_call(port, "GET", "/health", None, None).0, 200);
     assert_eq!(
-        curl_api(port, "GET", "/routes", None, Some("s3cret")).0,
+        http_call(port, "GET", "/routes", None, Some("s3cret")).0,
         200
     );
     assert_eq!(
-        curl_api(port, "GET", "/metrics", None, Some("s3cret")).0,
+        http_call(port, "GET", "/metrics", None, Some("s3cret")).0,
         200
     );
-    let (code, body) = curl_api(
+    let (code, body) = http_call(
         port,
         "POST",
         "/routes",

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use spillway_e2e::*;
 
 fn curl(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-    curl_api(port, method, path, body, None)
+    http_call(port, method, path, body, None)
 }
 
 /// `curl` → (status, body).
@@ -299,19 +299,25 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// POSTs `n` copies of `body` in one curl run; the status of each.
+/// POSTs `n` copies of `body` with one client (one kept-alive
+/// connection); the status of each, 0 where none came.
 fn post_many(port: u16, body: &Value, n: usize) -> Vec<u16> {
+    let agent = http_agent();
     let url = format!("http://127.0.0.1:{port}/routes");
-    let out = Command::new("curl")
-        .args(["-s", "-w", "%{http_code}\n", "-X", "POST"])
-        .args(["-H", "Content-Type: application/json"])
-        .args(["--data-binary", &body.to_string()])
-        .args((0..n).flat_map(|_| ["-o", "/dev/null", &url]))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.parse().unwrap())
+    let body = body.to_string();
+    (0..n)
+        .map(|_| {
+            let sent = agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(&body);
+            sent.map_or(0, |response| {
+                let status = response.status().as_u16();
+                // Read to the end, so the connection can take the next one.
+                let _ = response.into_body().read_to_vec();
+                status
+            })
+        })
         .collect()
 }
 
