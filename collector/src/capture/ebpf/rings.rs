@@ -14,6 +14,12 @@
 //! [`MAX_TICK`] while the ring stays empty, so an idle host costs a few
 //! wake-ups per second per ring and a busy one a millisecond of latency.
 //!
+//! A loop drains its ring only as fast as its handler takes records
+//! ([`Handler::ready_for_more`]): while the shard diode towards the routers
+//! is full, the records wait in the ring (the ring is the buffer, allocated
+//! once), and when the ring fills the kernel drops new writes and counts
+//! them, never blocking the app.
+//!
 //! The threads are not pinned: on a host whose cores are busy with the
 //! very apps being captured, a pinned reader waits for its core while the
 //! other is free, and its ring fills up.
@@ -181,9 +187,14 @@ async fn run<H: Handler>(
     let mut clock = WallClock::new();
     let mut poll = Some(Box::pin(poll_readable(fd)));
     let mut more = false;
+    // The handler took no more records, some are left in the ring: wait
+    // for the tick only (the ring stays readable, a poll would spin).
+    let mut held = false;
     let mut tick = MIN_TICK;
     loop {
-        if !more {
+        if held {
+            tokio::time::sleep(MIN_TICK).await;
+        } else if !more {
             let timer = tokio::time::sleep(tick);
             let woken = match poll.as_mut() {
                 Some(p) => tokio::select! {
@@ -209,7 +220,12 @@ async fn run<H: Handler>(
         let now = Instant::now();
         clock.refresh(now);
         let mut n = 0;
+        held = false;
         while n < MAX_ROUND {
+            if !handler.ready_for_more() {
+                held = true;
+                break;
+            }
             let Some(item) = ring.next() else { break };
             match parse(&item, &clock) {
                 Some(r) => handler.record(&r, now),
@@ -222,7 +238,7 @@ async fn run<H: Handler>(
         }
         more = n == MAX_ROUND;
         let waiting = handler.tick(Instant::now());
-        tick = if n > 0 || waiting {
+        tick = if n > 0 || waiting || held {
             MIN_TICK
         } else {
             (tick * 2).min(MAX_TICK)

@@ -67,11 +67,14 @@ fn newlines(data: &[u8]) -> usize {
 }
 
 /// Writes placed (their stream known) but not yet handed to the shard
-/// diode: the replay of an inode's unclaimed writes, writes that found the
-/// diode full, and the writes to the same inode that came after them (kept
-/// behind, in order). The loop feeds them to the diode as its lane makes
-/// room, so a burst faster than the lane ships waits here (bounded by
-/// [`BACKLOG_MAX_BYTES`]) instead of overwriting the diode's oldest lines.
+/// diode: the replay of an inode's unclaimed writes, a write with more
+/// lines than the diode had room for, and the writes to the same inode
+/// that came after them (kept behind, in order). The loop feeds them to the
+/// diode as its lane makes room, and takes no more records from its ring
+/// meanwhile ([`Handler::ready_for_more`]): a burst faster than the lane
+/// ships waits in the ring, and only what was already drained waits here
+/// (bounded by [`BACKLOG_MAX_BYTES`]), instead of overwriting the diode's
+/// oldest lines.
 #[derive(Default)]
 struct Backlog {
     writes: VecDeque<(u32, Write)>,
@@ -447,6 +450,12 @@ impl Handler for LoopHandler {
         self.settle_round(now);
         self.output.end_round(self.shard);
         !self.backlogs.is_empty()
+    }
+
+    /// Not while writes wait in a backlog or the shard diode is full: the
+    /// next records then wait in the ring until the lane makes room.
+    fn ready_for_more(&self) -> bool {
+        self.backlogs.is_empty() && self.output.room(self.shard) > 0
     }
 }
 

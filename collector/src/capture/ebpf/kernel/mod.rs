@@ -251,6 +251,13 @@ pub trait Handler: 'static {
     /// Called after each drain round, and at least every 16 ms; `true`
     /// while work waits (a backlog), to be called again soon.
     fn tick(&mut self, now: Instant) -> bool;
+    /// Whether to hand it another record now. While `false` (its output is
+    /// full) the records wait in the ring, which is the buffer: when the
+    /// ring is full the kernel drops new writes and counts them
+    /// (`ring_full`), and the app is never blocked.
+    fn ready_for_more(&self) -> bool {
+        true
+    }
 }
 
 /// `stat(path)` (following symlinks) as an [`InodeKey`], with the device in
