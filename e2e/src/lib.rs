@@ -406,7 +406,8 @@ impl Rlp {
             .max_decoding_message_size(64 << 20)
     }
 
-    /// A consumer of the logs of `source_id` (any source when empty).
+    /// A consumer of the logs of `source_id` (any source when empty),
+    /// subscribed on every router once this returns.
     pub async fn logs_of(
         &self,
         certs: &Certs,
@@ -419,10 +420,7 @@ impl Rlp {
             .await
             .unwrap()
             .into_inner();
-        // The RLP opens its router streams in the background (a count of
-        // the router's subscriptions cannot tell when other consumers of
-        // the test come and go at the same time).
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The RLP answers once every router has subscribed the request.
         stream
     }
 }
@@ -564,6 +562,7 @@ pub fn http_agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
+        .max_redirects_will_error(false)
         .proxy(None)
         .timeout_global(Some(Duration::from_secs(10)))
         .build()

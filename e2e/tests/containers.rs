@@ -128,7 +128,6 @@ async fn stdout_and_stderr_arrive_as_written(source: &str) {
     let p = Pipeline::start(source, &[]);
     // The container's name is its source id; create it first to know it.
     let script = r#"
-        sleep 0.5
         echo out-1
         echo err-1 >&2
         printf 'two-'; sleep 0.2; echo writes
@@ -219,7 +218,7 @@ async fn long_lines_are_cut_into_pieces(source: &str) {
     };
     let p = Pipeline::start(source, &[]);
     // 100 KiB of 'x' through tr (many writes), then the newline.
-    let script = "sleep 0.5; head -c 102400 /dev/zero | tr '\\0' x; echo; echo done";
+    let script = "head -c 102400 /dev/zero | tr '\\0' x; echo; echo done";
     let c = TestContainer::create("long", &[], script);
     let mut consumer = p.consumer(&c.name).await;
     c.start();
@@ -612,7 +611,7 @@ async fn a_single_write_over_64_kib_is_cut_at_64_kib_and_counted() {
     // 69,999 'x' and a newline in a file, then written with one dd block
     // (one read, one write of 70,000 bytes).
     let script = "head -c 69999 /dev/zero | tr '\\0' x > /tmp/big; echo >> /tmp/big; \
-                  sleep 0.5; echo before; dd if=/tmp/big bs=70000 count=1 2>/dev/null; \
+                  echo before; dd if=/tmp/big bs=70000 count=1 2>/dev/null; \
                   echo; echo after";
     let c = TestContainer::create("big-write", &[], script);
     let mut consumer = p.consumer(&c.name).await;
@@ -640,4 +639,106 @@ async fn a_single_write_over_64_kib_is_cut_at_64_kib_and_counted() {
         || truncated() == before + 1,
     )
     .await;
+}
+
+for_both_sources!(a_container_lane_fails_over_and_back_in_order);
+/// A container's ordered lane keeps to one router while it is up, moves to
+/// the other when it dies (failover), and back when that one dies in turn
+/// after the first returned (failback). Through both moves the lines
+/// arrive in order and none twice; lines in flight to a killed router are
+/// lost with it (nothing acknowledges them), so gaps are allowed.
+async fn a_container_lane_fails_over_and_back_in_order(source: &str) {
+    let Some(_serial) = prepare(source).await else {
+        return;
+    };
+    let certs = Certs::new();
+    let mut routers = [Router::start(&certs, &[]), Router::start(&certs, &[])];
+    let rlp = Rlp::start(&certs, &[&routers[0], &routers[1]], &[]);
+    let _collector = Collector::start(
+        &certs,
+        &[&routers[0], &routers[1]],
+        &["--source", source, "--links-per-router", "1"],
+    );
+    let c = TestContainer::create(
+        "lanes",
+        &[],
+        "i=1; while [ ! -e /tmp/stop ]; do echo $i; i=$((i+1)); usleep 1000; done; echo $i",
+    );
+    let mut consumer = rlp.logs_of(&certs, &c.name).await;
+    c.start();
+    let mut got: Vec<Envelope> = Vec::new();
+    let mut more = async |got: &mut Vec<Envelope>, n: usize, what: &str| {
+        let want = got.len() + n;
+        let rest = collect_until(&mut consumer, Duration::from_secs(30), |g| {
+            got.len() + g.len() >= want
+        })
+        .await;
+        got.extend(rest);
+        assert!(got.len() >= want, "{what}: {} of {want} lines", got.len());
+    };
+    let received = |r: &Router| metric(r.metrics_port, "spillway_ingress_total").unwrap_or(0);
+
+    more(&mut got, 200, "before any fault").await;
+    // The lane's router: the one whose ingress grows by the lines.
+    let before = [received(&routers[0]), received(&routers[1])];
+    more(&mut got, 300, "while both routers are up").await;
+    let grew = [
+        received(&routers[0]).saturating_sub(before[0]),
+        received(&routers[1]).saturating_sub(before[1]),
+    ];
+    let first = usize::from(grew[1] > grew[0]);
+    let second = 1 - first;
+    assert!(
+        grew[first] >= 250 && grew[second] < 100,
+        "one router carries the lane: ingress grew by {grew:?}"
+    );
+
+    // Failover.
+    routers[first].proc.kill();
+    let before = received(&routers[second]);
+    more(&mut got, 500, "after the lane's router died").await;
+    assert!(
+        received(&routers[second]) >= before + 400,
+        "the other router took the lane"
+    );
+
+    // The first router returns: the lane stays where it is.
+    routers[first].proc.restart();
+    wait_port(routers[first].port);
+    eventually(Duration::from_secs(20), "the RLP subscribed again", || {
+        routers[first].subscriptions() == 1
+    })
+    .await;
+    let before = [received(&routers[first]), received(&routers[second])];
+    more(&mut got, 300, "after the first router returned").await;
+    assert!(
+        received(&routers[first]) < before[0] + 100
+            && received(&routers[second]) >= before[1] + 250,
+        "the lane stayed on the second router"
+    );
+
+    // Failback: the second router dies, the lane goes back to the first.
+    routers[second].proc.kill();
+    let before = received(&routers[first]);
+    more(&mut got, 500, "after the other router died").await;
+    assert!(
+        received(&routers[first]) >= before + 400,
+        "the lane went back to the first router"
+    );
+
+    let (ok, _, err) = docker::docker(&["exec", &c.name, "touch", "/tmp/stop"]);
+    assert!(ok, "docker exec failed: {err}");
+    let last = collect_until(&mut consumer, Duration::from_secs(3), |_| false).await;
+    got.extend(last);
+    let numbers: Vec<u64> = got.iter().map(|e| text(e).parse().unwrap()).collect();
+    let out_of_order: Vec<_> = numbers.windows(2).filter(|w| w[1] <= w[0]).collect();
+    assert!(
+        out_of_order.is_empty(),
+        "lines out of order or twice: {out_of_order:?}"
+    );
+    let lost = numbers.last().unwrap() - numbers.len() as u64;
+    println!(
+        "{source}: {} lines, {lost} lost in flight to killed routers",
+        numbers.len()
+    );
 }

@@ -66,22 +66,19 @@ fn texts(got: &[v2::Envelope]) -> Vec<String> {
     reason = "the new dockerd outlives this test, as the first one did"
 )]
 fn restart_dockerd() {
-    let pid: i32 = std::fs::read_dir("/proc")
+    // The running one: a dockerd stopped by an earlier restart may still
+    // be listed, as a zombie its parent has not reaped.
+    let dockerd = procfs::process::all_processes()
         .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .find(|pid: &i32| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "dockerd")
+        .filter_map(Result::ok)
+        .find(|p| {
+            p.stat()
+                .is_ok_and(|s| s.comm == "dockerd" && s.state != 'Z')
         })
         .expect("dockerd runs");
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let args: Vec<String> = cmdline
-        .split(|&b| b == 0)
-        .skip(1)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
+    let pid = dockerd.pid;
+    let exe = dockerd.exe().unwrap();
+    let args: Vec<String> = dockerd.cmdline().unwrap().into_iter().skip(1).collect();
     // SAFETY: kill has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -112,11 +109,7 @@ fn restart_dockerd() {
 /// Whether `pid` still runs: not gone, and not a zombie waiting for a
 /// parent (whoever started dockerd) to reap it.
 fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .map(|(_, rest)| !rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .is_ok_and(|s| s.state != 'Z')
 }

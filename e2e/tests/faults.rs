@@ -1,5 +1,5 @@
-//! Faults: a router killed mid-stream and started again, and a consumer
-//! that stops reading.
+//! Faults: a router killed mid-stream and started again, a consumer that
+//! stops reading, and a consumer that asks while a router is down.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -226,4 +226,36 @@ async fn the_collector_fails_over_to_the_live_router() {
         "everything sent after the failure went through the live router"
     );
     assert!(metric(r2.metrics_port, "spillway_ingress_total").unwrap() >= N);
+}
+
+/// The RLP answers a consumer once its request is subscribed on every live
+/// router, so nothing sent after the answer is missed; a router that is
+/// down does not keep the answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_is_answered_once_subscribed_on_every_live_router() {
+    let certs = Certs::new();
+    let live = [Router::start(&certs, &[]), Router::start(&certs, &[])];
+    let mut dead = Router::start(&certs, &[]);
+    dead.proc.kill();
+    let rlp = Rlp::start(&certs, &[&live[0], &dead, &live[1]], &[]);
+    for round in 0..5 {
+        let consumer = rlp.logs_of(&certs, "app").await;
+        for router in &live {
+            assert_eq!(
+                router.subscriptions(),
+                1,
+                "round {round}: answered before {} subscribed",
+                router.addr()
+            );
+        }
+        drop(consumer);
+        eventually(Duration::from_secs(10), "unsubscribed", || {
+            live.iter().all(|r| r.subscriptions() == 0)
+        })
+        .await;
+    }
+    // The dead router answered at once too (refused), so no answer
+    // waited for it until --subscribe-wait ran out.
+    let log = rlp.proc.log();
+    assert!(!log.contains("was answered before routers"), "{log}");
 }

@@ -69,7 +69,10 @@ async fn text_json_filters_and_a_stalled_client() {
     let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(stalled, "GET /logs HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     // Clients must be attached before the lines come.
-    std::thread::sleep(Duration::from_millis(500));
+    eventually(Duration::from_secs(10), "three /logs clients", || {
+        metric(port, "spillway_logs_clients") == Some(3)
+    })
+    .await;
     assert_eq!(
         http_get(port, "/logs/bogus").map(|b| b.contains("no such stream")),
         Some(true)
@@ -82,11 +85,17 @@ async fn text_json_filters_and_a_stalled_client() {
     const LINES: usize = 30_000;
     let pad = "y".repeat(600);
     let script = format!(
-        "sleep 2; echo 'err one' >&2; i=1; while [ $i -le {LINES} ]; do echo \"$i {pad}\"; \
+        "echo 'err one' >&2; until [ -e /tmp/go ]; do usleep 10000; done; \
+         i=1; while [ $i -le {LINES} ]; do echo \"$i {pad}\"; \
          if [ $((i % 10)) = 0 ]; then usleep 2000; fi; i=$((i+1)); done; echo 'err two' >&2"
     );
     let c = TestContainer::run("spw-logs", &["--label", "team=payments"], &script);
-    let _other = TestContainer::run("spw-unlabelled", &[], "sleep 2; echo 'err other' >&2");
+    let _other = TestContainer::run("spw-unlabelled", &[], "echo 'err other' >&2");
+    // The lines start once the collector knows the container (its first
+    // line reached a client), so none waits for that.
+    let mut objects = take(&json, 1, "JSON client", &collector);
+    let (ok, _, err) = docker::docker(&["exec", &c.name, "touch", "/tmp/go"]);
+    assert!(ok, "docker exec failed: {err}");
 
     // Text: every line, prefixed with the container name.
     let lines = take(&text, LINES + 2, "text client", &collector);
@@ -107,7 +116,8 @@ async fn text_json_filters_and_a_stalled_client() {
     );
 
     // JSON: only stderr of the labelled container.
-    let objects: Vec<Value> = take(&json, 2, "JSON client", &collector)
+    objects.extend(take(&json, 1, "JSON client", &collector));
+    let objects: Vec<Value> = objects
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();

@@ -88,8 +88,8 @@ async fn rsyslog_receives_container_lines_over_udp_tcp_and_tls() {
     }
     let collector = Collector::start(&certs, &[], &flags);
     // A container the route filters leave out.
-    let other = TestContainer::run("spw-other", &[], "sleep 2; echo not-routed");
-    let script = r#"sleep 2; echo 'out-line é'; echo 'err "quoted" \ ] line' >&2; sleep 1
+    let other = TestContainer::run("spw-other", &[], "echo not-routed");
+    let script = r#"echo 'out-line é'; echo 'err "quoted" \ ] line' >&2; sleep 1
 printf 'Exception in thread "main" java.lang.IllegalStateException: boom\n' >&2
 i=1; while [ $i -le 19 ]; do printf '\tat com.example.Foo.bar(Foo.java:%d)\n' $i >&2; i=$((i+1)); done
 sleep 1; echo done"#;
@@ -175,7 +175,7 @@ async fn a_receiver_down_for_10s_costs_only_counted_lines() {
     let c = TestContainer::run(
         "spw-down",
         &[],
-        "sleep 2; i=0; while true; do echo \"n=$i t=$(date +%s)\"; i=$((i+1)); usleep 10000; done",
+        "i=0; while true; do echo \"n=$i t=$(date +%s)\"; i=$((i+1)); usleep 10000; done",
     );
     received(&rsyslog, "tcp", 50, Duration::from_secs(30)).await;
     rsyslog.stop();
@@ -285,10 +285,29 @@ async fn dead_and_stuck_routes_never_slow_the_grpc_path() {
         "spw-fast",
         &[],
         &format!(
-            "sleep 2; i=1; while [ $i -le {LINES} ]; do echo \"$i {pad}\"; \
+            "echo ready; until [ -e /tmp/go ]; do usleep 10000; done; \
+             i=1; while [ $i -le {LINES} ]; do echo \"$i {pad}\"; \
              if [ $((i % 10)) = 0 ]; then usleep 2000; fi; i=$((i+1)); done"
         ),
     );
+    // The lines start once the collector knows the container (its first
+    // line arrived), so their lateness is the pipeline's alone.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'ready: loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let batch = tokio::time::timeout(left, consumer.message())
+            .await
+            .expect("the container's first line within 60 s")
+            .unwrap()
+            .unwrap();
+        for e in batch.batch {
+            if e.tags.get("container_name") == Some(&c.name) {
+                break 'ready;
+            }
+        }
+    }
+    let (ok, _, err) = docker::docker(&["exec", &c.name, "touch", "/tmp/go"]);
+    assert!(ok, "docker exec failed: {err}");
     // Each line's copies, and how late the latest arrived after capture
     // stamped it: a route that held the gRPC path up, even only for its
     // write timeouts, shows here long before the deadline.

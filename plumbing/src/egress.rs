@@ -84,9 +84,15 @@ pub fn one_by_one(batches: BatchStream) -> EnvelopeStream {
 }
 
 /// What a binary does with a consumer's request: subscribe it and return
-/// the stream of its batches (usually made with [`serve_diode`]).
+/// the stream of its batches (usually made with [`serve_diode`]). The
+/// consumer gets its answer when the returned future is done, so a
+/// subscription that takes a while to open (the RLP's, on every router)
+/// is waited for here.
 pub trait Subscribe: Send + Sync + 'static {
-    fn subscribe(&self, request: EgressBatchRequest) -> Result<BatchStream, Status>;
+    fn subscribe(
+        &self,
+        request: EgressBatchRequest,
+    ) -> impl Future<Output = Result<BatchStream, Status>> + Send;
 }
 
 /// The Egress service over any [`Subscribe`]; `Receiver` is `BatchedReceiver`
@@ -109,7 +115,7 @@ impl<S: Subscribe> Egress for EgressService<S> {
         request: Request<EgressRequest>,
     ) -> Result<Response<EnvelopeStream>, Status> {
         Ok(Response::new(one_by_one(
-            self.0.subscribe(request.into_inner().into())?,
+            self.0.subscribe(request.into_inner().into()).await?,
         )))
     }
 
@@ -117,6 +123,6 @@ impl<S: Subscribe> Egress for EgressService<S> {
         &self,
         request: Request<EgressBatchRequest>,
     ) -> Result<Response<BatchStream>, Status> {
-        Ok(Response::new(self.0.subscribe(request.into_inner())?))
+        Ok(Response::new(self.0.subscribe(request.into_inner()).await?))
     }
 }

@@ -33,8 +33,8 @@ impl RlpEgress {
 }
 
 impl Subscribe for RlpEgress {
-    fn subscribe(&self, request: EgressBatchRequest) -> Result<BatchStream, Status> {
-        let consumer = self.fanin.subscribe(request)?;
+    async fn subscribe(&self, request: EgressBatchRequest) -> Result<BatchStream, Status> {
+        let consumer = self.fanin.subscribe(request).await?;
         let diode = consumer.diode.clone();
         Ok(egress::serve_diode(
             diode,

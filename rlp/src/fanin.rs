@@ -8,6 +8,9 @@
 //!
 //! The routers are those [`crate::discovery`] knows now: a consumer is
 //! subscribed on a router that appears and unsubscribed from one that goes.
+//! A consumer gets its answer once every router known when it asked has
+//! answered the request or left the set (or after `--subscribe-wait`), so
+//! what a router gets after that reaches the consumer.
 //! What arrives from the routers is checked and peeked, never decoded
 //! ([`spillway_proto::encoded`]), and goes into the consumer's own diode as
 //! the bytes it came as; only an envelope whose tags must move to the form
@@ -16,7 +19,7 @@
 //! stops answering is resubscribed with backoff until it returns or leaves
 //! the set.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,6 +47,8 @@ pub struct Fanin {
     max_streams: usize,
     open: AtomicUsize,
     buffer: usize,
+    /// How long a consumer's answer waits for the routers to answer.
+    subscribe_wait: Duration,
 }
 
 /// Why a consumer could not subscribe.
@@ -93,6 +98,7 @@ impl Fanin {
         routers: watch::Receiver<RouterSet>,
         max_streams: usize,
         buffer: usize,
+        subscribe_wait: Duration,
         metrics: Arc<SelfMetrics>,
     ) -> Arc<Self> {
         Arc::new(Fanin {
@@ -101,6 +107,7 @@ impl Fanin {
             max_streams,
             open: AtomicUsize::new(0),
             buffer,
+            subscribe_wait,
         })
     }
 
@@ -109,11 +116,17 @@ impl Fanin {
         self.routers.borrow().clone()
     }
 
-    /// Validates `req` and subscribes it on every router. A deprecated
-    /// `legacy_selector` is folded into `selectors` first (used only when
-    /// `selectors` is empty, as Loggregator's RLP does), since Loggregator's
-    /// routers read `selectors` alone.
-    pub fn subscribe(self: &Arc<Self>, mut req: EgressBatchRequest) -> Result<Consumer, Refused> {
+    /// Validates `req` and subscribes it on every router, returning once
+    /// each router known now has answered it, accepted or refused (a
+    /// router subscribes a request before it answers), or has left the
+    /// set, and at the latest after `subscribe_wait`. A deprecated `legacy_selector` is folded into
+    /// `selectors` first (used only when `selectors` is empty, as
+    /// Loggregator's RLP does), since Loggregator's routers read
+    /// `selectors` alone.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        mut req: EgressBatchRequest,
+    ) -> Result<Consumer, Refused> {
         req.selectors = req.effective_selectors();
         req.legacy_selector = None;
         req.validate().map_err(Refused::Invalid)?;
@@ -123,39 +136,74 @@ impl Fanin {
         }
         self.metrics.subscriptions.inc();
         let diode = Arc::new(Diode::growing(self.buffer));
-        let task = tokio::spawn(follow_all(
-            self.routers.clone(),
-            req,
-            diode.clone(),
-            self.metrics.clone(),
-        ));
-        Ok(Consumer {
-            diode,
-            task: AbortOnDropHandle::new(task),
+        let routers: Vec<SocketAddr> = self.routers.borrow().keys().copied().collect();
+        let (answered, mut answers) = watch::channel(HashSet::new());
+        let consumer = Consumer {
+            diode: diode.clone(),
+            task: AbortOnDropHandle::new(tokio::spawn(follow_all(
+                self.routers.clone(),
+                req,
+                diode,
+                answered,
+                self.metrics.clone(),
+            ))),
             fanin: self.clone(),
-        })
+        };
+        let everywhere = |done: &HashSet<SocketAddr>| routers.iter().all(|r| done.contains(r));
+        // Not Ok(Ok): the wait timed out (or the task ended, which it does
+        // not; no answer would come then either).
+        let answered_in_time = matches!(
+            tokio::time::timeout(self.subscribe_wait, answers.wait_for(everywhere)).await,
+            Ok(Ok(_))
+        );
+        if !answered_in_time && !self.subscribe_wait.is_zero() {
+            let done = answers.borrow();
+            let waiting: Vec<_> = routers.iter().filter(|r| !done.contains(r)).collect();
+            tracing::info!(
+                "a consumer was answered before routers {waiting:?} took its subscription \
+                 (--subscribe-wait {:?}): it may miss what they get meanwhile",
+                self.subscribe_wait
+            );
+        }
+        Ok(consumer)
     }
 }
 
-/// Keeps `req` subscribed on every router of the set as it changes.
+/// The routers that answered a consumer's request, or left the set before
+/// they did: none of them is waited for any more.
+type Answered = watch::Sender<HashSet<SocketAddr>>;
+
+/// Keeps `req` subscribed on every router of the set as it changes, and
+/// notes in `answered` each router that answers it or leaves.
 async fn follow_all(
     mut routers: watch::Receiver<RouterSet>,
     req: EgressBatchRequest,
     diode: Arc<Diode<Bytes>>,
+    answered: Answered,
     metrics: Arc<SelfMetrics>,
 ) {
+    let answered = Arc::new(answered);
     let mut following: HashMap<SocketAddr, AbortOnDropHandle<()>> = HashMap::new();
     loop {
         let set = routers.borrow_and_update().clone();
         // Dropping a router's task ends its stream: the router sees the
         // subscription close.
-        following.retain(|addr, _| set.contains_key(addr));
+        following.retain(|addr, _| {
+            let stays = set.contains_key(addr);
+            if !stays {
+                answered.send_modify(|done| {
+                    done.insert(*addr);
+                });
+            }
+            stays
+        });
         for (addr, router) in set.iter() {
             following.entry(*addr).or_insert_with(|| {
                 AbortOnDropHandle::new(tokio::spawn(follow(
                     router.clone(),
                     req.clone(),
                     diode.clone(),
+                    answered.clone(),
                     metrics.clone(),
                 )))
             });
@@ -167,20 +215,29 @@ async fn follow_all(
     }
 }
 
-/// Keeps `req` subscribed on one router, until the task is aborted.
+/// Keeps `req` subscribed on one router, until the task is aborted; notes
+/// the router in `answered` when it first answers.
 async fn follow(
     router: Arc<Router>,
     req: EgressBatchRequest,
     diode: Arc<Diode<Bytes>>,
+    answered: Arc<Answered>,
     metrics: Arc<SelfMetrics>,
 ) {
+    let mut first_answer = true;
     let mut backoff = Backoff::for_peers();
     let mut complaints = RateLimited::new(Duration::from_secs(10));
     let preferred = req.use_preferred_tags;
     loop {
         let mut client = EgressClient::new(router.channel.clone())
             .max_decoding_message_size(MAX_FROM_ROUTER_BYTES);
-        match client.batched_receiver(req.clone()).await {
+        let answer = client.batched_receiver(req.clone()).await;
+        if std::mem::take(&mut first_answer) {
+            answered.send_modify(|done| {
+                done.insert(router.addr);
+            });
+        }
+        match answer {
             Ok(response) => {
                 let mut stream = response.into_inner();
                 loop {

@@ -205,7 +205,7 @@ async fn read(State(gw): State<Arc<Gateway>>, RawQuery(query): RawQuery) -> Resp
         Ok(r) => r,
         Err(QueryError(status, code, msg)) => return error(status, code, msg),
     };
-    let consumer = match gw.fanin.subscribe(req) {
+    let consumer = match gw.fanin.subscribe(req).await {
         Ok(c) => c,
         Err(Refused::TooManyStreams(_)) => {
             return error(

@@ -93,6 +93,12 @@ pub struct Flags {
     /// with ResourceExhausted (gRPC) or 503 (gateway). 1 to 100000.
     #[arg(long, default_value_t = 500, value_parser = spillway_plumbing::usize_in(1, 100_000))]
     pub max_streams: usize,
+    /// How long a consumer's answer waits for every router to take its
+    /// subscription, so that it misses nothing sent after the answer. A
+    /// router that is down, or that (like Loggregator's) answers only with
+    /// its first batch, delays new consumers by no more; 0 answers at once.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub subscribe_wait: Duration,
     /// Envelopes buffered per consumer; a slow consumer loses its oldest
     /// (1 to 1000000).
     #[arg(long, default_value_t = 10_000, value_parser = spillway_plumbing::usize_in(1, grpc::MAX_BUFFER_ENVELOPES))]
@@ -132,6 +138,7 @@ pub async fn start(flags: Flags) -> Result<tokio::task::JoinHandle<()>, String> 
         routers,
         flags.max_streams,
         flags.consumer_buffer,
+        flags.subscribe_wait,
         metrics.clone(),
     );
     let policy = flags.batch.policy();

@@ -34,7 +34,9 @@ impl RouterEgress {
 }
 
 impl Subscribe for RouterEgress {
-    fn subscribe(&self, request: EgressBatchRequest) -> Result<BatchStream, Status> {
+    /// Subscribes at once: the subscription is in the router's set before
+    /// the consumer gets its answer.
+    async fn subscribe(&self, request: EgressBatchRequest) -> Result<BatchStream, Status> {
         let handle = self
             .pubsub
             .subscribe(&request)

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use spillway_plumbing::metrics::{Labels, SelfMetrics};
 
@@ -30,6 +31,8 @@ pub struct RouteMetrics {
     truncated: Family<Labels, Counter>,
     refused: Family<Labels, Counter>,
     dropped: Family<Labels, Counter>,
+    /// `/logs` clients connected now.
+    pub logs_clients: Gauge,
 }
 
 impl RouteMetrics {
@@ -46,6 +49,15 @@ impl RouteMetrics {
                 "Messages a receiver refused (nothing listening on a UDP port)",
             ),
             dropped: metrics.dropped_family(),
+            logs_clients: {
+                let gauge = Gauge::default();
+                metrics.registry_mut().register(
+                    "logs_clients",
+                    "Clients streaming /logs now",
+                    gauge.clone(),
+                );
+                gauge
+            },
         }
     }
 

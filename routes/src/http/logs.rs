@@ -15,6 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::error;
 use crate::filter::Filters;
@@ -103,11 +104,13 @@ fn stream(
         logs.metrics.dropped("stream", "logs"),
     );
     logs.hub.attach(tap.clone());
+    logs.metrics.logs_clients.inc();
     let client = Client {
         hub: logs.hub,
         tap,
         json,
         prefix,
+        connected: logs.metrics.logs_clients,
     };
     let body = futures::stream::unfold(client, |client| async move {
         let chunk = client.next_chunk().await;
@@ -134,6 +137,8 @@ struct Client {
     tap: Arc<Tap>,
     json: bool,
     prefix: bool,
+    /// The `logs_clients` gauge, counting this client while it lives.
+    connected: Gauge,
 }
 
 impl Client {
@@ -164,5 +169,6 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.hub.detach(&self.tap);
+        self.connected.dec();
     }
 }
