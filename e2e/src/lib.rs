@@ -505,6 +505,8 @@ pub async fn try_channel(
         .unwrap()
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(5))
+        // As grpc-go's clients (Loggregator's consumers) do.
+        .http2_adaptive_window(true)
         .connect()
         .await
 }

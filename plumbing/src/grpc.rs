@@ -114,11 +114,15 @@ pub fn channel_at(peer: &HostPort, addr: SocketAddr, tls: &Tls) -> Result<Channe
     Ok(ep.connect_lazy())
 }
 
-/// Spillway's client defaults: short connect timeout, no Nagle, and HTTP/2
-/// keepalives that notice a dead peer within seconds.
+/// Spillway's client defaults: short connect timeout, no Nagle, HTTP/2
+/// keepalives that notice a dead peer within seconds, and flow-control
+/// windows that grow with the measured bandwidth-delay product (as
+/// grpc-go's do) instead of hyper's fixed 64 KiB, so a stream of batches is
+/// not held to a window per scheduling delay on a busy host.
 fn tune(ep: Endpoint) -> Endpoint {
     ep.connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
+        .http2_adaptive_window(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true)
@@ -129,6 +133,7 @@ fn tune(ep: Endpoint) -> Endpoint {
 pub fn builder() -> Server<Layers> {
     Server::builder()
         .tcp_nodelay(true)
+        .http2_adaptive_window(Some(true))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .max_concurrent_streams(Some(4096))
@@ -172,6 +177,7 @@ pub fn count_too_large() -> CountTooLarge {
 pub fn server(tls: &Tls) -> Result<Server, String> {
     let mut b = Server::builder()
         .tcp_nodelay(true)
+        .http2_adaptive_window(Some(true))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .max_concurrent_streams(Some(4096));
