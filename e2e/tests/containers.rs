@@ -423,8 +423,15 @@ async fn fifty_containers_every_line_once_in_order(source: &str) {
             .unwrap_or(0)
         })
     };
+    let capture_drops: Vec<String> = http_get(p.collector.http_port, "/metrics")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("spillway_capture_dropped_total"))
+        .map(str::to_owned)
+        .collect();
     eprintln!(
-        "got {} of {total}; drops (ingress, egress): collector {:?}, router {:?}, rlp {:?}",
+        "got {} of {total}; drops (ingress, egress): collector {:?}, router {:?}, rlp {:?}; \
+         capture {capture_drops:?}",
         got.len(),
         drops(p.collector.http_port),
         drops(p.router.metrics_port),
