@@ -695,6 +695,11 @@ async fn a_container_lane_fails_over_and_back_in_order(source: &str) {
         }
     });
     c.start();
+    // Envelopes that show which router carries the lane, and what the
+    // other router may get meanwhile from elsewhere (the collector's own
+    // metrics, dealt over both routers; other containers on the host).
+    const CARRIED: u64 = 1500;
+    const NOISE: u64 = CARRIED / 3;
     let received = |r: &Router| metric(r.metrics_port, "spillway_ingress_total").unwrap_or(0);
     // Waits until router `to` got `n` more envelopes than `base`; returns
     // how many more the other router got meanwhile.
@@ -711,7 +716,7 @@ async fn a_container_lane_fails_over_and_back_in_order(source: &str) {
     let base = now(&routers);
     eventually(Duration::from_secs(30), "lines reach a router", || {
         let grew = now(&routers);
-        grew[0] >= base[0] + 250 || grew[1] >= base[1] + 250
+        grew[0] >= base[0] + CARRIED || grew[1] >= base[1] + CARRIED
     })
     .await;
     let grew = now(&routers);
@@ -719,7 +724,7 @@ async fn a_container_lane_fails_over_and_back_in_order(source: &str) {
     let second = 1 - first;
     let other = grew[second] - base[second];
     assert!(
-        other < 100,
+        other < NOISE,
         "one router carries the lane: {base:?} -> {grew:?}"
     );
 
@@ -730,7 +735,7 @@ async fn a_container_lane_fails_over_and_back_in_order(source: &str) {
         &routers,
         second,
         base,
-        400,
+        CARRIED,
         "the other router takes the lane",
     )
     .await;
@@ -743,9 +748,9 @@ async fn a_container_lane_fails_over_and_back_in_order(source: &str) {
     })
     .await;
     let base = now(&routers);
-    let moved = carried(&routers, second, base, 400, "the lane stays").await;
+    let moved = carried(&routers, second, base, CARRIED, "the lane stays").await;
     assert!(
-        moved < 100,
+        moved < NOISE,
         "the lane stayed on the second router: {moved} went to the first"
     );
 
@@ -756,7 +761,7 @@ async fn a_container_lane_fails_over_and_back_in_order(source: &str) {
         &routers,
         first,
         base,
-        400,
+        CARRIED,
         "the lane goes back to the first router",
     )
     .await;
