@@ -119,10 +119,10 @@ impl Fanin {
     /// Validates `req` and subscribes it on every router, returning once
     /// each router known now has answered it, accepted or refused (a
     /// router subscribes a request before it answers), or has left the
-    /// set, and at the latest after `subscribe_wait`. A deprecated `legacy_selector` is folded into
-    /// `selectors` first (used only when `selectors` is empty, as
-    /// Loggregator's RLP does), since Loggregator's routers read
-    /// `selectors` alone.
+    /// set, and at the latest after `subscribe_wait`. A deprecated
+    /// `legacy_selector` is folded into `selectors` first (used only when
+    /// `selectors` is empty, as Loggregator's RLP does), since
+    /// Loggregator's routers read `selectors` alone.
     pub async fn subscribe(
         self: &Arc<Self>,
         mut req: EgressBatchRequest,
@@ -136,12 +136,17 @@ impl Fanin {
         }
         self.metrics.subscriptions.inc();
         let diode = Arc::new(Diode::growing(self.buffer));
-        let routers: Vec<SocketAddr> = self.routers.borrow().keys().copied().collect();
+        // The set waited for is the one the task starts from, so a router
+        // that leaves later is noted as gone.
+        let mut watching = self.routers.clone();
+        let first = watching.borrow_and_update().clone();
+        let routers: Vec<SocketAddr> = first.keys().copied().collect();
         let (answered, mut answers) = watch::channel(HashSet::new());
         let consumer = Consumer {
             diode: diode.clone(),
             task: AbortOnDropHandle::new(tokio::spawn(follow_all(
-                self.routers.clone(),
+                watching,
+                first,
                 req,
                 diode,
                 answered,
@@ -173,10 +178,12 @@ impl Fanin {
 /// they did: none of them is waited for any more.
 type Answered = watch::Sender<HashSet<SocketAddr>>;
 
-/// Keeps `req` subscribed on every router of the set as it changes, and
-/// notes in `answered` each router that answers it or leaves.
+/// Keeps `req` subscribed on every router of the set (`set` first, then
+/// as `routers` changes), and notes in `answered` each router that answers
+/// it or leaves.
 async fn follow_all(
     mut routers: watch::Receiver<RouterSet>,
+    mut set: RouterSet,
     req: EgressBatchRequest,
     diode: Arc<Diode<Bytes>>,
     answered: Answered,
@@ -185,7 +192,6 @@ async fn follow_all(
     let answered = Arc::new(answered);
     let mut following: HashMap<SocketAddr, AbortOnDropHandle<()>> = HashMap::new();
     loop {
-        let set = routers.borrow_and_update().clone();
         // Dropping a router's task ends its stream: the router sees the
         // subscription close.
         following.retain(|addr, _| {
@@ -212,6 +218,7 @@ async fn follow_all(
             // Discovery ended (the RLP is stopping): keep what we have.
             std::future::pending::<()>().await;
         }
+        set = routers.borrow_and_update().clone();
     }
 }
 
